@@ -1,0 +1,571 @@
+//! One node of the group: the Raft state machine (raft-rs `RawNode`) and the rules ha-agent adds
+//! around it. See the crate documentation for the safety argument these rules serve.
+
+use std::collections::BTreeMap;
+
+use raft::prelude::{ConfState, Entry, EntryType, HardState, Message, MessageType};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole, Storage};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::durable::DurableState;
+use crate::MemberRole;
+
+/// A member of the group as the configuration names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub role: MemberRole,
+}
+
+/// Everything the core needs to know about its node and group.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// This node's id.
+    pub id: u64,
+    /// Every member of the group, this node included.
+    pub members: Vec<Member>,
+    /// Election priority: among candidates with equally long logs, voters prefer higher.
+    pub priority: i64,
+    /// Ticks without hearing from a leader before a follower campaigns (raft randomises the
+    /// actual timeout in `[election_ticks, 2 * election_ticks)`).
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: usize,
+}
+
+impl CoreConfig {
+    fn role_of(&self, id: u64) -> Option<MemberRole> {
+        self.members.iter().find(|m| m.id == id).map(|m| m.role)
+    }
+}
+
+/// What happens to a node; the daemon classifies each wake-up into one of these.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// One heartbeat interval passed.
+    Tick,
+    /// An authenticated message from a peer.
+    Peer(Message),
+    /// The operator (or a planned shutdown) asks this node to give up leadership.
+    HandOff,
+    /// The transport could not deliver to this peer.
+    PeerUnreachable(u64),
+}
+
+/// Where this node stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Leader,
+    Candidate,
+    Follower,
+}
+
+impl Role {
+    fn of(state: StateRole) -> Role {
+        match state {
+            StateRole::Leader => Role::Leader,
+            StateRole::Candidate | StateRole::PreCandidate => Role::Candidate,
+            StateRole::Follower => Role::Follower,
+        }
+    }
+
+    /// The lower-case name used in status output and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Candidate => "candidate",
+            Role::Follower => "follower",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why leadership is being handed to another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandOffReason {
+    /// The operator or a planned shutdown asked for it.
+    Requested,
+    /// This node is a witness: it votes but never keeps leadership.
+    Witness,
+}
+
+/// Something the daemon should log or report; the core has no logger of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// This node's role, term or known leader changed.
+    RoleChanged {
+        role: Role,
+        term: u64,
+        leader_id: Option<u64>,
+    },
+    /// A vote request arrived during the quiet period after start and was ignored.
+    VoteIgnoredWhileQuiet { from: u64, term: u64 },
+    /// Leadership transfer started.
+    HandingOff { to: u64, reason: HandOffReason },
+    /// Leadership could not be handed off: no voter peer to take it.
+    NoHandOffTarget { reason: HandOffReason },
+    /// A message was refused before it reached raft.
+    MessageRefused { from: u64, reason: String },
+}
+
+/// The result of one input: what to send, what to persist, in which order.
+///
+/// The daemon must execute it in this order: send `send`; make `persist` durable (fsync);
+/// only then send `send_after_persist`. Messages in `send_after_persist` (votes, append
+/// acknowledgements) promise that the state in `persist` is on disk.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub send: Vec<Message>,
+    pub persist: Option<DurableState>,
+    pub send_after_persist: Vec<Message>,
+    pub notices: Vec<Notice>,
+}
+
+impl Output {
+    /// Every message of this output in the order it may be sent.
+    pub fn all_messages(&self) -> impl Iterator<Item = &Message> {
+        self.send.iter().chain(self.send_after_persist.iter())
+    }
+}
+
+/// How far a peer has caught up, as the leader sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub matched: u64,
+    pub recent_active: bool,
+}
+
+/// A snapshot of the node's state for status output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreStatus {
+    pub id: u64,
+    pub role: Role,
+    pub term: u64,
+    pub leader_id: Option<u64>,
+    pub commit: u64,
+    pub last_index: u64,
+    /// True while the node still refuses votes after its start.
+    pub quiet: bool,
+    /// The peer leadership is being transferred to, if any.
+    pub transferring_to: Option<u64>,
+    /// Per-peer replication progress; only filled in on the leader.
+    pub progress: BTreeMap<u64, PeerProgress>,
+}
+
+/// Why a core could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("node id {0} is not among the configured members")]
+    NotAMember(u64),
+    #[error("the configuration needs at least 3 voters, it has {0}")]
+    TooFewVoters(usize),
+    #[error(
+        "the stored state was made for members {stored:?}, but the configuration lists {configured:?}; \
+         membership changes are not supported: restore the old member list, or stop every agent \
+         and clear every node's state-dir to form a new group"
+    )]
+    MembershipMismatch {
+        stored: Vec<u64>,
+        configured: Vec<u64>,
+    },
+    #[error("raft refused the stored state: {0}")]
+    Raft(#[from] raft::Error),
+}
+
+/// One node's decision core. Deterministic: the same inputs and seed give the same outputs.
+pub struct Core {
+    raw: RawNode<MemStorage>,
+    config: CoreConfig,
+    rng: ChaCha8Rng,
+    /// Ticks since this core was created.
+    ticks: u64,
+    /// Vote requests are ignored until `ticks` reaches this (the quiet period, crate docs (a)).
+    quiet_until: u64,
+    /// (term, state, leader) after the last input; a change means raft reset its election timer.
+    timer_key: (u64, StateRole, u64),
+    /// (role, term, leader) last reported in a notice.
+    reported: (Role, u64, Option<u64>),
+}
+
+impl Core {
+    /// Builds a core from the configuration and the state found on disk (`None` on first start).
+    ///
+    /// `seed` drives every random choice (the election timeouts), so that a simulation replays
+    /// exactly; the daemon passes a fresh random seed. `logger` receives raft's own log lines.
+    pub fn new(
+        config: CoreConfig,
+        stored: Option<DurableState>,
+        seed: u64,
+        logger: &slog::Logger,
+    ) -> Result<Core, CoreError> {
+        if config.role_of(config.id).is_none() {
+            return Err(CoreError::NotAMember(config.id));
+        }
+        if config.members.len() < 3 {
+            return Err(CoreError::TooFewVoters(config.members.len()));
+        }
+        let mut configured: Vec<u64> = config.members.iter().map(|m| m.id).collect();
+        configured.sort_unstable();
+
+        let storage = match stored {
+            None => {
+                let storage =
+                    MemStorage::new_with_conf_state(ConfState::from((configured.clone(), vec![])));
+                // Start at term 1, not 0: raft-rs aborts when it must answer a vote request
+                // at term 0 (a rejection carries the local term, which must be set).
+                storage.wl().mut_hard_state().set_term(1);
+                storage
+            }
+            Some(state) => {
+                let mut stored_voters = state.conf_state.get_voters().to_vec();
+                stored_voters.sort_unstable();
+                if stored_voters != configured || !state.conf_state.get_learners().is_empty() {
+                    return Err(CoreError::MembershipMismatch {
+                        stored: stored_voters,
+                        configured,
+                    });
+                }
+                restore_storage(state)?
+            }
+        };
+
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            pre_vote: true,
+            check_quorum: true,
+            priority: config.priority,
+            max_size_per_msg: 64 * 1024,
+            max_inflight_msgs: 64,
+            ..Default::default()
+        };
+        raft_config.validate()?;
+        let raw = RawNode::new(&raft_config, storage, logger)?;
+        let quiet_until = config.election_ticks as u64;
+        let timer_key = (raw.raft.term, raw.raft.state, raw.raft.leader_id);
+        let reported = (
+            Role::of(raw.raft.state),
+            raw.raft.term,
+            leader(raw.raft.leader_id),
+        );
+        let mut core = Core {
+            raw,
+            config,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            ticks: 0,
+            quiet_until,
+            timer_key,
+            reported,
+        };
+        core.randomize_election_timeout();
+        Ok(core)
+    }
+
+    /// Feeds one input and returns what to do, in order (see [`Output`]).
+    pub fn handle(&mut self, input: Input) -> Output {
+        let mut out = Output::default();
+        match input {
+            Input::Tick => {
+                self.ticks += 1;
+                self.raw.tick();
+            }
+            Input::Peer(message) => self.step_peer(message, &mut out),
+            Input::HandOff => self.hand_off(HandOffReason::Requested, &mut out),
+            Input::PeerUnreachable(id) => {
+                if self.config.role_of(id).is_some() && id != self.config.id {
+                    self.raw.report_unreachable(id);
+                }
+            }
+        }
+        self.after_input(&mut out);
+        out
+    }
+
+    /// Where this node stands now.
+    pub fn status(&self) -> CoreStatus {
+        let raft = &self.raw.raft;
+        let progress = if raft.state == StateRole::Leader {
+            raft.prs()
+                .iter()
+                .filter(|(id, _)| **id != self.config.id)
+                .map(|(id, pr)| {
+                    (
+                        *id,
+                        PeerProgress {
+                            matched: pr.matched,
+                            recent_active: pr.recent_active,
+                        },
+                    )
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        CoreStatus {
+            id: self.config.id,
+            role: Role::of(raft.state),
+            term: raft.term,
+            leader_id: leader(raft.leader_id),
+            commit: raft.raft_log.committed,
+            last_index: raft.raft_log.last_index(),
+            quiet: self.ticks < self.quiet_until,
+            transferring_to: raft.lead_transferee,
+            progress,
+        }
+    }
+
+    /// The term of the log entry at `index`, if this node's log holds it.
+    pub fn log_term(&self, index: u64) -> Option<u64> {
+        let log = &self.raw.raft.raft_log;
+        if index == 0 || index > log.last_index() || index < log.first_index() {
+            return None;
+        }
+        log.term(index).ok()
+    }
+
+    /// The state as it would be written to disk now.
+    pub fn durable_state(&self) -> DurableState {
+        let store = self.raw.store();
+        let initial = store
+            .initial_state()
+            .expect("memory storage always has an initial state");
+        let first = store
+            .first_index()
+            .expect("memory storage has a first index");
+        let last = store.last_index().expect("memory storage has a last index");
+        let snapshot_index = first - 1;
+        let snapshot_term = store
+            .term(snapshot_index)
+            .expect("memory storage knows the term of its snapshot");
+        let entries = if last >= first {
+            store
+                .entries(first, last + 1, None, raft::GetEntriesContext::empty(false))
+                .expect("memory storage holds its whole log")
+        } else {
+            Vec::new()
+        };
+        DurableState {
+            hard_state: initial.hard_state,
+            conf_state: initial.conf_state,
+            snapshot_index,
+            snapshot_term,
+            entries,
+        }
+    }
+
+    fn step_peer(&mut self, message: Message, out: &mut Output) {
+        let from = message.get_from();
+        let refuse = |reason: String, out: &mut Output| {
+            out.notices.push(Notice::MessageRefused { from, reason });
+        };
+        if message.get_to() != self.config.id {
+            return refuse(
+                format!(
+                    "addressed to node {}, this is node {}",
+                    message.get_to(),
+                    self.config.id
+                ),
+                out,
+            );
+        }
+        if from == self.config.id || self.config.role_of(from).is_none() {
+            return refuse(format!("sender {from} is not a peer of this node"), out);
+        }
+        if raft::raw_node::is_local_msg(message.get_msg_type()) {
+            return refuse(
+                format!("{:?} is a local message type", message.get_msg_type()),
+                out,
+            );
+        }
+        let is_vote_request = matches!(
+            message.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        );
+        let is_vote_message = is_vote_request
+            || matches!(
+                message.get_msg_type(),
+                MessageType::MsgRequestVoteResponse | MessageType::MsgRequestPreVoteResponse
+            );
+        if is_vote_message && message.get_term() == 0 {
+            // raft-rs aborts the process on a vote message without a term.
+            return refuse("vote message without a term".to_string(), out);
+        }
+        if is_vote_request && self.ticks < self.quiet_until {
+            out.notices.push(Notice::VoteIgnoredWhileQuiet {
+                from,
+                term: message.get_term(),
+            });
+            return;
+        }
+        if let Err(e) = self.raw.step(message) {
+            refuse(e.to_string(), out);
+        }
+    }
+
+    fn hand_off(&mut self, reason: HandOffReason, out: &mut Output) {
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        if self.raw.raft.lead_transferee.is_some() {
+            return;
+        }
+        match self.hand_off_target() {
+            Some(to) => {
+                self.raw.transfer_leader(to);
+                out.notices.push(Notice::HandingOff { to, reason });
+            }
+            None => out.notices.push(Notice::NoHandOffTarget { reason }),
+        }
+    }
+
+    /// The voter peer best placed to take over: recently active, most caught up, lowest id.
+    fn hand_off_target(&self) -> Option<u64> {
+        let prs = self.raw.raft.prs();
+        self.config
+            .members
+            .iter()
+            .filter(|m| m.id != self.config.id && m.role == MemberRole::Voter)
+            .filter_map(|m| prs.get(m.id).map(|pr| (m.id, pr)))
+            .max_by_key(|(id, pr)| (pr.recent_active, pr.matched, std::cmp::Reverse(*id)))
+            .map(|(id, _)| id)
+    }
+
+    fn after_input(&mut self, out: &mut Output) {
+        if self.config.role_of(self.config.id) == Some(MemberRole::Witness)
+            && self.raw.raft.state == StateRole::Leader
+        {
+            self.hand_off(HandOffReason::Witness, out);
+        }
+        self.drain_ready(out);
+        let key = (
+            self.raw.raft.term,
+            self.raw.raft.state,
+            self.raw.raft.leader_id,
+        );
+        if key != self.timer_key {
+            self.timer_key = key;
+            self.randomize_election_timeout();
+        }
+        let now = (
+            Role::of(self.raw.raft.state),
+            self.raw.raft.term,
+            leader(self.raw.raft.leader_id),
+        );
+        if now != self.reported {
+            self.reported = now;
+            out.notices.push(Notice::RoleChanged {
+                role: now.0,
+                term: now.1,
+                leader_id: now.2,
+            });
+        }
+    }
+
+    /// raft-rs draws its randomised election timeout from the thread's RNG; replace each draw
+    /// with one from the seeded RNG so that a simulation replays exactly. Raft resets the timer
+    /// whenever term, state or leader change, which is when this is called.
+    fn randomize_election_timeout(&mut self) {
+        let e = self.config.election_ticks;
+        let timeout = self.rng.gen_range(e..2 * e);
+        self.raw.raft.set_randomized_election_timeout(timeout);
+    }
+
+    /// Runs raft-rs's Ready cycle to completion. Persistence is deferred to the daemon, so every
+    /// message produced after the first state change waits for that state to be durable.
+    fn drain_ready(&mut self, out: &mut Output) {
+        let mut dirty = false;
+        while self.raw.has_ready() {
+            let mut ready = self.raw.ready();
+            let early = ready.take_messages();
+            if dirty {
+                out.send_after_persist.extend(early);
+            } else {
+                out.send.extend(early);
+            }
+            if !ready.snapshot().is_empty() {
+                self.raw
+                    .mut_store()
+                    .wl()
+                    .apply_snapshot(ready.snapshot().clone())
+                    .expect("raft hands out only snapshots newer than the log");
+                dirty = true;
+            }
+            if !ready.entries().is_empty() {
+                self.raw
+                    .mut_store()
+                    .wl()
+                    .append(ready.entries())
+                    .expect("raft appends contiguous entries");
+                dirty = true;
+            }
+            if let Some(hs) = ready.hs() {
+                self.raw.mut_store().wl().set_hardstate(hs.clone());
+                dirty = true;
+            }
+            out.send_after_persist
+                .extend(ready.take_persisted_messages());
+            self.apply(ready.take_committed_entries());
+            let mut light = self.raw.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                self.raw
+                    .mut_store()
+                    .wl()
+                    .mut_hard_state()
+                    .set_commit(commit);
+                dirty = true;
+            }
+            out.send_after_persist.extend(light.take_messages());
+            self.apply(light.take_committed_entries());
+            self.raw.advance_apply();
+        }
+        if dirty {
+            out.persist = Some(self.durable_state());
+        }
+    }
+
+    /// Applies committed entries. Today the log carries only the empty entries that new leaders
+    /// append; ha-agent proposes no commands and no membership changes.
+    fn apply(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            debug_assert!(
+                entry.get_entry_type() == EntryType::EntryNormal,
+                "ha-agent never proposes membership changes"
+            );
+        }
+    }
+}
+
+fn leader(id: u64) -> Option<u64> {
+    (id != raft::INVALID_ID).then_some(id)
+}
+
+fn restore_storage(state: DurableState) -> Result<MemStorage, CoreError> {
+    let storage = if state.snapshot_index == 0 {
+        MemStorage::new_with_conf_state(state.conf_state.clone())
+    } else {
+        let storage = MemStorage::new();
+        let mut snapshot = raft::prelude::Snapshot::default();
+        let meta = snapshot.mut_metadata();
+        meta.set_index(state.snapshot_index);
+        meta.set_term(state.snapshot_term);
+        meta.set_conf_state(state.conf_state.clone());
+        storage.wl().apply_snapshot(snapshot)?;
+        storage
+    };
+    {
+        let mut core = storage.wl();
+        core.append(&state.entries)?;
+        let hs: HardState = state.hard_state;
+        core.set_hardstate(hs);
+    }
+    Ok(storage)
+}
