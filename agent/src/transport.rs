@@ -485,4 +485,171 @@ mod tests {
             );
         }
     }
+
+    fn identity(node_id: u64, peers: &[(u64, SocketAddr)]) -> TransportIdentity {
+        TransportIdentity {
+            node_id,
+            key: Arc::from(KEY),
+            peers: peers.iter().copied().collect(),
+            timings: TransportTimings::new(Duration::from_millis(100), Duration::from_secs(1)),
+        }
+    }
+
+    fn vote_request(from: u64, to: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(raft::prelude::MessageType::MsgRequestVote);
+        m.set_from(from);
+        m.set_to(to);
+        m.set_term(99);
+        m
+    }
+
+    async fn greeting_nonce(stream: &mut TcpStream) -> [u8; NONCE_LEN] {
+        let mut greeting = [0u8; GREETING_LEN];
+        stream.read_exact(&mut greeting).await.unwrap();
+        assert_eq!(&greeting[..4], GREETING_MAGIC);
+        greeting[5..].try_into().unwrap()
+    }
+
+    /// The connection is closed by the receiver (read returns 0 or an error).
+    async fn assert_closed(stream: &mut TcpStream) {
+        let mut buf = [0u8; 1];
+        let read = timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the receiver must close the connection, got {read:?}"
+        );
+    }
+
+    /// Frames without the key, oversized frames, replays and redirected frames reach nothing,
+    /// and the listener keeps serving authenticated peers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_authenticated_fresh_frames_get_through() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let me = identity(1, &[(2, "127.0.0.1:9".parse().unwrap())]);
+        let (tx, mut rx) = mpsc::channel(16);
+        let server = tokio::spawn(run_listener(listener, me, tx));
+        let payload = ha_agent_core::encode_message(&vote_request(2, 1));
+
+        // Wrong key.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let nonce = greeting_nonce(&mut s).await;
+        let forged = seal_frame(
+            b"not the cluster key at all......",
+            &nonce,
+            KIND_RAFT,
+            2,
+            1,
+            1,
+            &payload,
+        );
+        s.write_all(&forged).await.unwrap();
+        assert_closed(&mut s).await;
+
+        // Oversized length prefix: refused before reading the body.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        greeting_nonce(&mut s).await;
+        s.write_all(&((MAX_FRAME as u32) + 1).to_be_bytes())
+            .await
+            .unwrap();
+        assert_closed(&mut s).await;
+
+        // Garbage.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        greeting_nonce(&mut s).await;
+        s.write_all(&[0xff; 200]).await.unwrap();
+        assert_closed(&mut s).await;
+
+        // A valid frame gets through once...
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let nonce = greeting_nonce(&mut s).await;
+        let valid = seal_frame(KEY, &nonce, KIND_RAFT, 2, 1, 1, &payload);
+        s.write_all(&valid).await.unwrap();
+        let got = timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(got, PeerEvent::Message(m) if m.get_from() == 2 && m.get_term() == 99));
+        // ...but not twice on the same connection (sequence)...
+        s.write_all(&valid).await.unwrap();
+        assert_closed(&mut s).await;
+        // ...nor on a new connection (nonce).
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        greeting_nonce(&mut s).await;
+        s.write_all(&valid).await.unwrap();
+        assert_closed(&mut s).await;
+
+        // A frame for another node, or from a stranger, is refused even with the key.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let nonce = greeting_nonce(&mut s).await;
+        s.write_all(&seal_frame(KEY, &nonce, KIND_RAFT, 2, 3, 1, &payload))
+            .await
+            .unwrap();
+        assert_closed(&mut s).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let nonce = greeting_nonce(&mut s).await;
+        let stranger = ha_agent_core::encode_message(&vote_request(7, 1));
+        s.write_all(&seal_frame(KEY, &nonce, KIND_RAFT, 7, 1, 1, &stranger))
+            .await
+            .unwrap();
+        assert_closed(&mut s).await;
+
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing unauthenticated reached the loop"
+        );
+        // The listener still serves a real peer afterwards.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let nonce = greeting_nonce(&mut s).await;
+        s.write_all(&seal_frame(KEY, &nonce, KIND_KEEPALIVE, 2, 1, 1, &[]))
+            .await
+            .unwrap();
+        let got = timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(got, PeerEvent::Contact(2)));
+        server.abort();
+    }
+
+    /// Two transports deliver messages to each other; a dead peer is reported unreachable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn senders_deliver_and_report_unreachable_peers() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let receiver = identity(1, &[(2, "127.0.0.1:9".parse().unwrap())]);
+        let (rx_tx, mut received) = mpsc::channel(16);
+        let server = tokio::spawn(run_listener(listener, receiver, rx_tx));
+        let sender = identity(2, &[(1, addr), (3, dead)]);
+        let (ev_tx, mut events) = mpsc::channel(16);
+        let outbox = start_senders(&sender, ev_tx);
+        assert!(outbox.send(vote_request(2, 1)));
+        let got = timeout(Duration::from_secs(3), received.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(got, PeerEvent::Message(m) if m.get_to() == 1));
+        let mut saw_unreachable = false;
+        for _ in 0..4 {
+            match timeout(Duration::from_secs(3), events.recv()).await {
+                Ok(Some(PeerEvent::Unreachable(3))) => {
+                    saw_unreachable = true;
+                    break;
+                }
+                Ok(Some(_)) => continue,
+                _ => break,
+            }
+        }
+        assert!(saw_unreachable, "the dead peer 3 is reported unreachable");
+        assert!(
+            !outbox.send(vote_request(2, 9)),
+            "unknown peers are refused"
+        );
+        server.abort();
+    }
 }
