@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
-use ha_agent_core::{Core, CoreConfig, CoreError, Input, Member, Notice, Output, Role};
+use ha_agent_core::{
+    Core, CoreConfig, CoreError, Input, Member, Notice, Output, ReconcileConfig, Role,
+};
 
 use crate::config::Settings;
 use crate::logging;
@@ -201,7 +203,7 @@ impl Agent {
             }
         };
         if let Some(input) = input {
-            let output = self.core.handle(input);
+            let output = self.core.handle(self.clock_ms(now), input);
             self.execute(output)?;
         }
         self.publish();
@@ -221,6 +223,11 @@ impl Agent {
             }
         }
         Ok(true)
+    }
+
+    /// The core's clock: milliseconds of the monotonic clock since this process started.
+    fn clock_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_millis() as u64
     }
 
     /// Carries out an output: send, persist (fsync), then send what depended on the persist.
@@ -269,6 +276,11 @@ impl Agent {
             Notice::MessageRefused { from, reason } => {
                 warn!(peer = from, %reason, "refused a peer message")
             }
+            Notice::LeaseGained { .. }
+            | Notice::LeaseLost { .. }
+            | Notice::ResourceInPlace { .. }
+            | Notice::ClaimAccepted { .. }
+            | Notice::CallFailed { .. } => {}
         }
     }
 
@@ -310,6 +322,15 @@ fn core_config(settings: &Settings) -> CoreConfig {
         priority: settings.node.priority,
         election_ticks: settings.cluster.election_ticks(),
         heartbeat_ticks: 1,
+        tick_ms: settings.cluster.heartbeat_interval.as_millis() as u64,
+        resources: 0,
+        reconcile: ReconcileConfig {
+            call_timeout_ms: 300,
+            interval_ms: 10_000,
+            retry_min_ms: 200,
+            retry_max_ms: 5_000,
+            hand_off_after_ms: 30_000,
+        },
     }
 }
 

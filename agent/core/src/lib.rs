@@ -74,15 +74,19 @@
 //! durable.
 
 mod durable;
+mod lease;
 mod node;
+mod reconcile;
 
 pub use durable::{DecodeError, DurableState};
+pub use lease::{lease_duration_ms, CLOCK_RATE_BOUND, SCHEDULING_MARGIN_MS};
 pub use node::{
     Core, CoreConfig, CoreError, CoreStatus, HandOffReason, Input, Member, Notice, Output,
     PeerProgress, Role,
 };
 /// The raft message type carried between peers.
 pub use raft::prelude::Message;
+pub use reconcile::{Call, CallKind, CallResult, ReconcileConfig, ResourceView};
 
 /// Whether a member of the group may keep leadership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -10,6 +10,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::durable::DurableState;
+use crate::lease::{lease_duration_ms, Lease};
+use crate::reconcile::{
+    self, Call, CallKind, CallResult, ReconcileConfig, Reconciler, ResourceView,
+};
 use crate::MemberRole;
 
 /// A member of the group as the configuration names it.
@@ -33,6 +37,12 @@ pub struct CoreConfig {
     pub election_ticks: usize,
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: usize,
+    /// Length of one tick in milliseconds (the heartbeat interval).
+    pub tick_ms: u64,
+    /// Number of floating resources, addressed by index in calls and results.
+    pub resources: usize,
+    /// Timing of reconciliation.
+    pub reconcile: ReconcileConfig,
 }
 
 impl CoreConfig {
@@ -52,6 +62,8 @@ pub enum Input {
     HandOff,
     /// The transport could not deliver to this peer.
     PeerUnreachable(u64),
+    /// A cloud call finished (or reached its deadline).
+    CallFinished { call_id: u64, result: CallResult },
 }
 
 /// Where this node stands.
@@ -95,6 +107,8 @@ pub enum HandOffReason {
     Requested,
     /// This node is a witness: it votes but never keeps leadership.
     Witness,
+    /// This node could not put its resources in place for too long.
+    ResourcesFailing,
 }
 
 /// Something the daemon should log or report; the core has no logger of its own.
@@ -114,6 +128,20 @@ pub enum Notice {
     NoHandOffTarget { reason: HandOffReason },
     /// A message was refused before it reached raft.
     MessageRefused { from: u64, reason: String },
+    /// The leader gained a lease (after having none).
+    LeaseGained { until_ms: u64 },
+    /// The leader's lease ran out or was given up.
+    LeaseLost { reason: &'static str },
+    /// A resource was observed in place; `claimed` when this node had to claim it first.
+    ResourceInPlace { resource: usize, claimed: bool },
+    /// A claim was accepted by the cloud.
+    ClaimAccepted { resource: usize, took_ms: u64 },
+    /// A cloud call failed.
+    CallFailed {
+        resource: usize,
+        kind: CallKind,
+        error: String,
+    },
 }
 
 /// The result of one input: what to send, what to persist, in which order.
@@ -126,6 +154,8 @@ pub struct Output {
     pub send: Vec<Message>,
     pub persist: Option<DurableState>,
     pub send_after_persist: Vec<Message>,
+    /// Cloud calls to start; each must be abandoned at its deadline.
+    pub calls: Vec<Call>,
     pub notices: Vec<Notice>,
 }
 
@@ -158,6 +188,10 @@ pub struct CoreStatus {
     pub transferring_to: Option<u64>,
     /// Per-peer replication progress; only filled in on the leader.
     pub progress: BTreeMap<u64, PeerProgress>,
+    /// End of the lease, if this node holds one now.
+    pub lease_until_ms: Option<u64>,
+    /// What this node knows of each resource.
+    pub resources: Vec<ResourceView>,
 }
 
 /// Why a core could not be built.
@@ -193,6 +227,13 @@ pub struct Core {
     timer_key: (u64, StateRole, u64),
     /// (role, term, leader) last reported in a notice.
     reported: (Role, u64, Option<u64>),
+    lease: Lease,
+    /// Whether a lease was held after the last input (to report changes).
+    had_lease: bool,
+    reconciler: Reconciler,
+    /// The last time leadership was handed off because resources kept failing.
+    last_failure_hand_off_ms: Option<u64>,
+    now_ms: u64,
 }
 
 impl Core {
@@ -257,6 +298,11 @@ impl Core {
             raw.raft.term,
             leader(raw.raft.leader_id),
         );
+        let lease = Lease::new(lease_duration_ms(
+            config.tick_ms,
+            config.election_ticks as u64,
+        ));
+        let reconciler = Reconciler::new(config.reconcile, config.resources);
         let mut core = Core {
             raw,
             config,
@@ -265,18 +311,28 @@ impl Core {
             quiet_until,
             timer_key,
             reported,
+            lease,
+            had_lease: false,
+            reconciler,
+            last_failure_hand_off_ms: None,
+            now_ms: 0,
         };
         core.randomize_election_timeout();
         Ok(core)
     }
 
     /// Feeds one input and returns what to do, in order (see [`Output`]).
-    pub fn handle(&mut self, input: Input) -> Output {
+    ///
+    /// `now_ms` is the caller's monotonic clock in milliseconds; it must never go backwards.
+    /// The lease and every call deadline are expressed on this clock.
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Output {
+        self.now_ms = self.now_ms.max(now_ms);
         let mut out = Output::default();
         match input {
             Input::Tick => {
                 self.ticks += 1;
                 self.raw.tick();
+                self.start_lease_round();
             }
             Input::Peer(message) => self.step_peer(message, &mut out),
             Input::HandOff => self.hand_off(HandOffReason::Requested, &mut out),
@@ -285,9 +341,42 @@ impl Core {
                     self.raw.report_unreachable(id);
                 }
             }
+            Input::CallFinished { call_id, result } => {
+                let event = self
+                    .reconciler
+                    .result(self.now_ms, call_id, result, &mut self.rng);
+                if let Some(event) = event {
+                    out.notices.push(match event {
+                        reconcile::Event::Confirmed { resource, claimed } => {
+                            Notice::ResourceInPlace { resource, claimed }
+                        }
+                        reconcile::Event::ClaimSucceeded { resource, took_ms } => {
+                            Notice::ClaimAccepted { resource, took_ms }
+                        }
+                        reconcile::Event::Failed {
+                            resource,
+                            kind,
+                            error,
+                        } => Notice::CallFailed {
+                            resource,
+                            kind,
+                            error,
+                        },
+                    });
+                }
+            }
         }
         self.after_input(&mut out);
         out
+    }
+
+    /// The leader starts a heartbeat round whose majority acknowledgement extends its lease.
+    /// None while a transfer is under way: the lease was given up before it started.
+    fn start_lease_round(&mut self) {
+        if self.raw.raft.state == StateRole::Leader && self.raw.raft.lead_transferee.is_none() {
+            let context = self.lease.start_round(self.now_ms);
+            self.raw.read_index(context);
+        }
     }
 
     /// Where this node stands now.
@@ -320,7 +409,17 @@ impl Core {
             quiet: self.ticks < self.quiet_until,
             transferring_to: raft.lead_transferee,
             progress,
+            lease_until_ms: self.lease_until(),
+            resources: self.reconciler.views(),
         }
+    }
+
+    /// The end of this node's lease, if it is the leader and holds one now.
+    pub fn lease_until(&self) -> Option<u64> {
+        if self.raw.raft.state != StateRole::Leader || self.raw.raft.lead_transferee.is_some() {
+            return None;
+        }
+        self.lease.valid_until(self.now_ms)
     }
 
     /// The term of the log entry at `index`, if this node's log holds it.
@@ -380,6 +479,17 @@ impl Core {
         if from == self.config.id || self.config.role_of(from).is_none() {
             return refuse(format!("sender {from} is not a peer of this node"), out);
         }
+        if matches!(
+            message.get_msg_type(),
+            MessageType::MsgTransferLeader | MessageType::MsgPropose | MessageType::MsgReadIndex
+        ) {
+            // Transfers start only here, after the lease is given up (crate docs, rule 4);
+            // ha-agent forwards no proposals or reads between nodes.
+            return refuse(
+                format!("{:?} is not accepted from peers", message.get_msg_type()),
+                out,
+            );
+        }
         if raft::raw_node::is_local_msg(message.get_msg_type()) {
             return refuse(
                 format!("{:?} is a local message type", message.get_msg_type()),
@@ -420,6 +530,9 @@ impl Core {
         }
         match self.hand_off_target() {
             Some(to) => {
+                // Give the lease up before the transfer: the transferee campaigns at once,
+                // without waiting out the followers' check-quorum guard.
+                self.lease.surrender();
                 self.raw.transfer_leader(to);
                 out.notices.push(Notice::HandingOff { to, reason });
             }
@@ -440,12 +553,54 @@ impl Core {
     }
 
     fn after_input(&mut self, out: &mut Output) {
-        if self.config.role_of(self.config.id) == Some(MemberRole::Witness)
-            && self.raw.raft.state == StateRole::Leader
-        {
-            self.hand_off(HandOffReason::Witness, out);
+        if self.raw.raft.state == StateRole::Leader {
+            if self.config.role_of(self.config.id) == Some(MemberRole::Witness) {
+                self.hand_off(HandOffReason::Witness, out);
+            } else if self.reconciler.failing_too_long(self.now_ms)
+                && self.last_failure_hand_off_ms.is_none_or(|at| {
+                    self.now_ms.saturating_sub(at) >= self.config.reconcile.hand_off_after_ms
+                })
+            {
+                self.last_failure_hand_off_ms = Some(self.now_ms);
+                self.hand_off(HandOffReason::ResourcesFailing, out);
+            }
         }
+        let was_leader = self.reported.0 == Role::Leader;
         self.drain_ready(out);
+        let is_leader = self.raw.raft.state == StateRole::Leader;
+        if is_leader != was_leader || self.raw.raft.term != self.reported.1 {
+            // A new leadership (or its end): forget calls of the previous one, and take no
+            // credit for rounds sent under it.
+            self.lease.surrender();
+            self.reconciler.reset();
+            if is_leader {
+                self.start_lease_round();
+                self.drain_ready(out);
+            }
+        }
+        if self.raw.raft.lead_transferee.is_some() {
+            self.lease.surrender();
+        }
+        let lease = self.lease_until();
+        match (self.had_lease, lease) {
+            (false, Some(until_ms)) => out.notices.push(Notice::LeaseGained { until_ms }),
+            (true, None) => out.notices.push(Notice::LeaseLost {
+                reason: if !is_leader {
+                    "no longer leader"
+                } else if self.raw.raft.lead_transferee.is_some() {
+                    "given up for a leadership transfer"
+                } else {
+                    "not renewed by a majority in time"
+                },
+            }),
+            _ => {}
+        }
+        self.had_lease = lease.is_some();
+        if is_leader {
+            out.calls = self
+                .reconciler
+                .due_calls(self.now_ms, lease, self.raw.raft.term);
+        }
         let key = (
             self.raw.raft.term,
             self.raw.raft.state,
@@ -485,6 +640,11 @@ impl Core {
         let mut dirty = false;
         while self.raw.has_ready() {
             let mut ready = self.raw.ready();
+            for state in ready.take_read_states() {
+                if self.raw.raft.state == StateRole::Leader {
+                    self.lease.acknowledged(&state.request_ctx);
+                }
+            }
             let early = ready.take_messages();
             if dirty {
                 out.send_after_persist.extend(early);

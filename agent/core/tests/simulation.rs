@@ -1,19 +1,27 @@
-//! The simulation harness: many cores on an in-memory network, driven by one seeded RNG.
+//! The simulation harness: many cores on an in-memory network and a fake cloud, driven by one
+//! seeded RNG in simulated real time (milliseconds).
 //!
-//! Each schedule builds a group (three voters, two voters and a witness, or five voters, with
-//! random priorities) and runs a sequence of phases:
+//! Each node has its own monotonic clock, running at a rate within ±2 % of real time (inside
+//! the ±5 % the lease assumes), restarting from zero at every process start as the daemon's
+//! does. Ticks come every 100 ms of a node's clock, sometimes late; messages take 1–10 ms,
+//! sometimes 60; cloud calls take 5–250 ms and may fail. Each schedule builds a group (three
+//! voters, two voters and a witness, or five voters, with random priorities, and one to three
+//! floating resources) and runs a sequence of phases:
 //!
-//! - **chaos**: random message loss and delay, link cuts, node isolation, crashes at any point
-//!   of an output (even between sending and persisting) and restarts from what was made durable;
-//! - **heal**: every link restored, every node restarted; a single leader that every node
-//!   follows must exist within [`LIVENESS_BOUND`] election timeouts;
-//! - **isolate leader**: the leader is cut off both ways; it must step down within the bound the
-//!   safety argument promises (two election timeouts), and the rest must elect a new leader;
-//! - **crash leader**: the leader crashes; the rest must elect a new leader.
+//! - **chaos**: message loss, link cuts, isolations, crashes (also between sending and
+//!   persisting) and restarts from what was made durable, pauses (SIGSTOP), failing and slow
+//!   cloud calls;
+//! - **heal**: everything restored; within [`LIVENESS_BOUND_MS`] every node follows one voter
+//!   leader and every resource in the fake cloud points at it, and then stays there;
+//! - **isolate leader**: the leader is cut off; it steps down within two election timeouts of
+//!   its own ticks, and the rest elect a new leader;
+//! - **crash leader**, **pause leader**: the rest elect a new leader.
 //!
-//! After every delivery and every tick the harness checks: at most one leader per term; no node
-//! grants its vote to two candidates in one term (across restarts); every node agrees with
-//! every other on the terms of committed entries; every leader holds every committed entry.
+//! After every event the harness checks: at most one leader per term; no node grants its vote
+//! to two candidates in one term (across restarts); committed entries agree everywhere and
+//! every new leader holds them all; no two nodes hold a lease at the same real instant; every
+//! claim is issued inside its issuer's lease with a deadline inside it, and claims by two
+//! nodes never overlap in real time.
 //!
 //! A failure panics with the seed. Replay one seed with
 //! `SIM_SEED=1234 cargo test -p ha-agent-core --test simulation -- replay --nocapture`;
@@ -22,24 +30,58 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ha_agent_core::{
-    Core, CoreConfig, DurableState, Input, Member, MemberRole, Message, Output, Role,
+    Call, CallKind, CallResult, Core, CoreConfig, DurableState, Input, Member, MemberRole, Message,
+    Notice, Output, ReconcileConfig, Role,
 };
 use raft::prelude::MessageType;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+const TICK_MS: u64 = 100;
 /// Election timeout in ticks, as at the default settings (1 s / 100 ms).
 const ELECTION_TICKS: usize = 10;
-/// A connected majority must agree on a leader within this many election timeouts.
-const LIVENESS_BOUND: u64 = 12;
-/// An isolated leader must step down within this many ticks: check-quorum examines its
-/// followers every election timeout, and the first examination that covers only time after
-/// the cut finds no majority (crate docs, rule 3). One tick of slack for where the cut falls
-/// inside a tick.
-const STEP_DOWN_BOUND: u64 = 2 * ELECTION_TICKS as u64 + 1;
-/// Bound on delivery rounds within one tick; more means a message storm.
-const MAX_ROUNDS_PER_TICK: usize = 200;
+/// After healing, a leader and converged resources must exist within this long.
+const LIVENESS_BOUND_MS: u64 = 15_000;
+/// An isolated leader steps down within this many of its own ticks: check-quorum examines
+/// followers every election timeout, and the first examination covering only time after the
+/// cut finds no majority (crate docs, rule 3); one tick of slack for where the cut falls.
+const STEP_DOWN_TICKS: u64 = 2 * ELECTION_TICKS as u64 + 1;
+/// Clock rates differ from real time by at most this (the lease assumes 5 %).
+const MAX_DRIFT: f64 = 0.02;
+const MAX_EVENTS_PER_SCHEDULE: u64 = 20_000_000;
+
+fn reconcile_config() -> ReconcileConfig {
+    ReconcileConfig {
+        call_timeout_ms: 300,
+        interval_ms: 1_000,
+        retry_min_ms: 100,
+        retry_max_ms: 2_000,
+        hand_off_after_ms: 10_000,
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick {
+        node: u64,
+        incarnation: u64,
+    },
+    Deliver(Message),
+    CallDone {
+        node: u64,
+        incarnation: u64,
+        call: Call,
+        result: CallResult,
+    },
+    CloudEffect {
+        node: u64,
+        resource: usize,
+    },
+    Restart {
+        node: u64,
+    },
+}
 
 struct SimNode {
     id: u64,
@@ -47,39 +89,16 @@ struct SimNode {
     core: Option<Core>,
     /// What the node made durable: all it keeps across a crash.
     disk: Option<DurableState>,
-    restart_at: Option<u64>,
-    restarts: u64,
-}
-
-#[derive(Default)]
-struct Stats {
+    incarnation: u64,
+    /// Real time at which the current process started (its clock reads 0 then).
+    boot_ms: u64,
+    drift: f64,
+    paused_until: u64,
     ticks: u64,
-    crashes: u64,
-    crashes_before_persist: u64,
-    elections: u64,
-    witness_elections: u64,
-    isolations: u64,
-    messages: u64,
-    worst_liveness_ticks: u64,
-    worst_step_down_ticks: u64,
-}
-
-struct Sim {
-    seed: u64,
-    rng: ChaCha8Rng,
-    logger: slog::Logger,
-    nodes: Vec<SimNode>,
-    now: u64,
-    /// Messages in flight, with the tick at which they arrive.
-    in_flight: Vec<(u64, Message)>,
-    /// Directed links that drop everything: (from, to).
-    cut: BTreeSet<(u64, u64)>,
-    loss: f64,
-    crash_rate: f64,
-    leader_of_term: BTreeMap<u64, u64>,
-    vote_of: BTreeMap<(u64, u64), u64>,
-    committed_term: BTreeMap<u64, u64>,
-    stats: Stats,
+    /// Real time until which this node's last lease ran (as the node computed it).
+    lease_end_real: u64,
+    /// Real end of this node's last claim window.
+    claim_end_real: u64,
 }
 
 impl SimNode {
@@ -89,13 +108,58 @@ impl SimNode {
             .iter()
             .any(|m| m.id == self.id && m.role == MemberRole::Witness)
     }
+
+    fn local(&self, real: u64) -> u64 {
+        ((real - self.boot_ms) as f64 * (1.0 + self.drift)) as u64
+    }
+
+    /// Latest real instant at which this node's clock still reads below `local`.
+    fn real(&self, local: u64) -> u64 {
+        self.boot_ms + (local as f64 / (1.0 + self.drift)).ceil() as u64
+    }
+}
+
+#[derive(Default, Clone)]
+struct Stats {
+    events: u64,
+    crashes: u64,
+    crashes_before_persist: u64,
+    pauses: u64,
+    elections: u64,
+    witness_elections: u64,
+    isolations: u64,
+    claims: u64,
+    failed_calls: u64,
+    worst_convergence_ms: u64,
+    worst_step_down_ticks: u64,
+}
+
+struct Sim {
+    seed: u64,
+    rng: ChaCha8Rng,
+    logger: slog::Logger,
+    nodes: Vec<SimNode>,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    cut: BTreeSet<(u64, u64)>,
+    loss: f64,
+    crash_rate: f64,
+    call_failure_rate: f64,
+    /// Who each resource points at in the fake cloud.
+    cloud: Vec<Option<u64>>,
+    leader_of_term: BTreeMap<u64, u64>,
+    vote_of: BTreeMap<(u64, u64), u64>,
+    committed_term: BTreeMap<u64, u64>,
+    stats: Stats,
+    /// Print every notice (`SIM_TRACE=1`, with `replay`).
+    trace: bool,
 }
 
 impl Sim {
     fn new(seed: u64) -> Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let layout = rng.gen_range(0..3);
-        let members: Vec<Member> = match layout {
+        let members: Vec<Member> = match rng.gen_range(0..3) {
             0 => (1..=3).map(voter).collect(),
             1 => vec![
                 voter(1),
@@ -107,6 +171,7 @@ impl Sim {
             ],
             _ => (1..=5).map(voter).collect(),
         };
+        let resources = rng.gen_range(1..=3);
         let nodes = members
             .iter()
             .map(|m| {
@@ -114,38 +179,54 @@ impl Sim {
                     MemberRole::Witness => 0,
                     MemberRole::Voter => *[100, 100, 50, 150].choose(&mut rng).unwrap(),
                 };
-                let config = CoreConfig {
-                    id: m.id,
-                    members: members.clone(),
-                    priority,
-                    election_ticks: ELECTION_TICKS,
-                    heartbeat_ticks: 1,
-                };
                 SimNode {
                     id: m.id,
-                    config,
+                    config: CoreConfig {
+                        id: m.id,
+                        members: members.clone(),
+                        priority,
+                        election_ticks: ELECTION_TICKS,
+                        heartbeat_ticks: 1,
+                        tick_ms: TICK_MS,
+                        resources,
+                        reconcile: reconcile_config(),
+                    },
                     core: None,
                     disk: None,
-                    restart_at: Some(0),
-                    restarts: 0,
+                    incarnation: 0,
+                    boot_ms: 0,
+                    drift: rng.gen_range(-MAX_DRIFT..MAX_DRIFT),
+                    paused_until: 0,
+                    ticks: 0,
+                    lease_end_real: 0,
+                    claim_end_real: 0,
                 }
             })
             .collect();
-        Sim {
+        let mut sim = Sim {
             seed,
             rng,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             nodes,
             now: 0,
-            in_flight: Vec::new(),
+            seq: 0,
+            queue: BTreeMap::new(),
             cut: BTreeSet::new(),
             loss: 0.0,
             crash_rate: 0.0,
+            call_failure_rate: 0.0,
+            cloud: vec![None; resources],
             leader_of_term: BTreeMap::new(),
             vote_of: BTreeMap::new(),
             committed_term: BTreeMap::new(),
             stats: Stats::default(),
+            trace: std::env::var_os("SIM_TRACE").is_some(),
+        };
+        for id in sim.ids() {
+            let at = sim.rng.gen_range(0..50);
+            sim.schedule(at, Event::Restart { node: id });
         }
+        sim
     }
 
     fn fail(&self, what: String) -> ! {
@@ -158,9 +239,10 @@ impl Sim {
             })
             .collect();
         panic!(
-            "simulation seed {} failed at tick {}: {what}\nnodes:\n  {}\nreplay: SIM_SEED={} cargo test -p ha-agent-core --test simulation -- replay --nocapture",
+            "simulation seed {} failed at {} ms: {what}\ncloud: {:?}\nnodes:\n  {}\nreplay: SIM_SEED={} cargo test -p ha-agent-core --test simulation -- replay --nocapture",
             self.seed,
             self.now,
+            self.cloud,
             states.join("\n  "),
             self.seed
         );
@@ -170,33 +252,47 @@ impl Sim {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
-    fn node(&mut self, id: u64) -> &mut SimNode {
+    fn node(&self, id: u64) -> &SimNode {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut SimNode {
         &mut self.nodes[(id - 1) as usize]
     }
 
     fn is_up(&self, id: u64) -> bool {
-        self.nodes[(id - 1) as usize].core.is_some()
+        self.node(id).core.is_some()
     }
 
     fn status(&self, id: u64) -> Option<ha_agent_core::CoreStatus> {
-        self.nodes[(id - 1) as usize]
-            .core
-            .as_ref()
-            .map(|c| c.status())
+        self.node(id).core.as_ref().map(|c| c.status())
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.queue.insert((at.max(self.now), self.seq), event);
     }
 
     fn start(&mut self, id: u64) {
         let seed = self.rng.gen();
-        let node = self.node(id);
-        let config = node.config.clone();
-        let disk = node.disk.clone();
+        let now = self.now;
         let logger = self.logger.clone();
-        match Core::new(config, disk, seed, &logger) {
+        let node = self.node_mut(id);
+        match Core::new(node.config.clone(), node.disk.clone(), seed, &logger) {
             Ok(core) => {
-                let node = self.node(id);
                 node.core = Some(core);
-                node.restart_at = None;
-                node.restarts += 1;
+                node.incarnation += 1;
+                node.boot_ms = now;
+                node.ticks = 0;
+                let incarnation = node.incarnation;
+                let first = (TICK_MS as f64 / (1.0 + node.drift)) as u64;
+                self.schedule(
+                    now + first,
+                    Event::Tick {
+                        node: id,
+                        incarnation,
+                    },
+                );
             }
             Err(e) => self.fail(format!(
                 "node {id} cannot restart from its durable state: {e}"
@@ -204,59 +300,186 @@ impl Sim {
         }
     }
 
-    fn crash(&mut self, id: u64, down_for: u64) {
-        let at = self.now + down_for;
-        let node = self.node(id);
+    fn crash(&mut self, id: u64, down_for: Option<u64>) {
+        let now = self.now;
+        let node = self.node_mut(id);
+        if node.core.is_none() {
+            return;
+        }
         node.core = None;
-        node.restart_at = Some(at);
+        node.lease_end_real = node.lease_end_real.min(now);
         self.stats.crashes += 1;
+        if let Some(down_for) = down_for {
+            self.schedule(now + down_for, Event::Restart { node: id });
+        }
     }
 
-    /// Feeds an input to a node and carries out its output the way the daemon does, with a
-    /// chance of crashing between sending and persisting.
     fn feed(&mut self, id: u64, input: Input) {
-        let Some(core) = self.node(id).core.as_mut() else {
+        let now = self.now;
+        let node = self.node_mut(id);
+        let local = node.local(now);
+        let Some(core) = node.core.as_mut() else {
             return;
         };
-        let out = core.handle(input);
+        let out = core.handle(local, input);
+        self.observe_lease(id);
         self.execute(id, out);
+        self.check();
     }
 
+    /// Carries out an output the way the daemon does, with a chance of crashing between
+    /// sending and persisting.
     fn execute(&mut self, id: u64, out: Output) {
         for m in &out.send {
             self.record_sent(id, m);
         }
-        let early: Vec<Message> = out.send;
-        self.enqueue(early);
-        if out.persist.is_some() && self.rng.gen_bool(self.crash_rate) {
+        self.enqueue(out.send);
+        if out.persist.is_some() && self.crash_rate > 0.0 && self.rng.gen_bool(self.crash_rate) {
             self.stats.crashes_before_persist += 1;
-            let down_for = self.rng.gen_range(1..30);
-            self.crash(id, down_for);
+            let down_for = self.rng.gen_range(10..3_000);
+            self.crash(id, Some(down_for));
             return;
         }
         if let Some(state) = out.persist {
-            self.node(id).disk = Some(state);
+            self.node_mut(id).disk = Some(state);
         }
         for m in &out.send_after_persist {
             self.record_sent(id, m);
         }
         self.enqueue(out.send_after_persist);
+        for notice in &out.notices {
+            if let Notice::CallFailed { .. } = notice {
+                self.stats.failed_calls += 1;
+            }
+            if self.trace {
+                println!("{:>8} ms  node {id}: {notice:?}", self.now);
+            }
+        }
+        for call in out.calls {
+            self.start_call(id, call);
+        }
     }
 
     fn enqueue(&mut self, messages: Vec<Message>) {
         for m in messages {
-            self.stats.messages += 1;
-            let delay = if self.rng.gen_bool(0.1) {
-                self.rng.gen_range(1..3)
+            let latency = if self.rng.gen_bool(0.05) {
+                60
             } else {
-                0
+                self.rng.gen_range(1..10)
             };
-            self.in_flight.push((self.now + delay, m));
+            self.schedule(self.now + latency, Event::Deliver(m));
         }
     }
 
-    /// Votes are checked as they leave a node: granting two candidates in one term is the
-    /// fault the durable-vote rule prevents.
+    /// A cloud call: the fake cloud applies a claim at some instant before the caller gives
+    /// up on it (or not at all if it fails), and answers at once or at the deadline.
+    fn start_call(&mut self, id: u64, call: Call) {
+        let node = self.node(id);
+        let deadline_real = node.real(call.deadline_ms);
+        let incarnation = node.incarnation;
+        if call.kind == CallKind::Claim {
+            self.stats.claims += 1;
+            self.check_claim(id, deadline_real);
+        }
+        let latency = if self.rng.gen_bool(0.1) {
+            self.rng.gen_range(100..600)
+        } else {
+            self.rng.gen_range(5..60)
+        };
+        let done_at = (self.now + latency).min(deadline_real);
+        let fails = self.call_failure_rate > 0.0 && self.rng.gen_bool(self.call_failure_rate);
+        let timed_out = self.now + latency > deadline_real;
+        let result = if fails {
+            CallResult::Failed {
+                error: "injected 503".into(),
+            }
+        } else if timed_out {
+            CallResult::Failed {
+                error: "deadline".into(),
+            }
+        } else {
+            match call.kind {
+                CallKind::Observe => {
+                    let holder = self.cloud[call.resource];
+                    CallResult::Observed {
+                        points_here: holder == Some(id),
+                        holder: format!("{holder:?}"),
+                    }
+                }
+                CallKind::Claim => CallResult::Claimed,
+            }
+        };
+        if call.kind == CallKind::Claim && (!fails || self.rng.gen_bool(0.3)) {
+            // A claim takes effect somewhere inside its window, even when its caller hears
+            // of a failure (a timeout, or an error after the change was made).
+            let effect_at = self.rng.gen_range(self.now..=done_at);
+            self.schedule(
+                effect_at,
+                Event::CloudEffect {
+                    node: id,
+                    resource: call.resource,
+                },
+            );
+        }
+        self.schedule(
+            done_at,
+            Event::CallDone {
+                node: id,
+                incarnation,
+                call,
+                result,
+            },
+        );
+    }
+
+    /// Claims are issued inside the issuer's lease, and never overlap another node's.
+    fn check_claim(&mut self, id: u64, deadline_real: u64) {
+        let lease_end = self.node(id).lease_end_real;
+        if deadline_real > lease_end {
+            self.fail(format!(
+                "node {id} issued a claim ending at {deadline_real} ms, after its lease ({lease_end} ms)"
+            ));
+        }
+        for other in &self.nodes {
+            if other.id != id && other.claim_end_real > self.now {
+                self.fail(format!(
+                    "node {id} claims while node {}'s claim window runs until {} ms",
+                    other.id, other.claim_end_real
+                ));
+            }
+        }
+        let node = self.node_mut(id);
+        node.claim_end_real = node.claim_end_real.max(deadline_real);
+    }
+
+    /// Records where the node's lease ends in real time and checks no other holds one.
+    fn observe_lease(&mut self, id: u64) {
+        let now = self.now;
+        let node = self.node(id);
+        let end = node
+            .core
+            .as_ref()
+            .and_then(|c| c.lease_until())
+            .map(|local_end| node.real(local_end));
+        match end {
+            Some(end) => {
+                for other in &self.nodes {
+                    if other.id != id && other.lease_end_real > now {
+                        self.fail(format!(
+                            "nodes {id} and {} hold leases at the same time (until {end} and {} ms)",
+                            other.id, other.lease_end_real
+                        ));
+                    }
+                }
+                self.node_mut(id).lease_end_real = end;
+            }
+            None => {
+                let node = self.node_mut(id);
+                node.lease_end_real = node.lease_end_real.min(now);
+            }
+        }
+    }
+
     fn record_sent(&mut self, from: u64, m: &Message) {
         if m.get_msg_type() == MessageType::MsgRequestVoteResponse && !m.get_reject() {
             let key = (from, m.get_term());
@@ -273,63 +496,106 @@ impl Sim {
         }
     }
 
-    fn deliver_due(&mut self) {
-        for _ in 0..MAX_ROUNDS_PER_TICK {
-            let now = self.now;
-            let (mut due, later): (Vec<_>, Vec<_>) =
-                self.in_flight.drain(..).partition(|(at, _)| *at <= now);
-            self.in_flight = later;
-            if due.is_empty() {
+    /// Runs the next event. Events for a paused node wait until it resumes.
+    fn step(&mut self) {
+        let Some(((at, _), event)) = self.queue.pop_first() else {
+            self.fail("the event queue ran dry".into());
+        };
+        self.now = at;
+        self.stats.events += 1;
+        if self.stats.events > MAX_EVENTS_PER_SCHEDULE {
+            self.fail("too many events: a message storm?".into());
+        }
+        let target = match &event {
+            Event::Tick { node, .. } | Event::CallDone { node, .. } => Some(*node),
+            Event::Deliver(m) => Some(m.get_to()),
+            Event::CloudEffect { .. } | Event::Restart { .. } => None,
+        };
+        if let Some(id) = target {
+            let until = self.node(id).paused_until;
+            if until > self.now {
+                self.schedule(until, event);
                 return;
             }
-            due.shuffle(&mut self.rng);
-            for (_, m) in due {
+        }
+        match event {
+            Event::Restart { node } => {
+                if !self.is_up(node) {
+                    self.start(node);
+                }
+            }
+            Event::Tick { node, incarnation } => {
+                let (alive, drift) = {
+                    let n = self.node(node);
+                    (n.core.is_some() && n.incarnation == incarnation, n.drift)
+                };
+                if !alive {
+                    return;
+                }
+                let late = if self.rng.gen_bool(0.05) {
+                    self.rng.gen_range(5..40)
+                } else {
+                    0
+                };
+                let next = (TICK_MS as f64 / (1.0 + drift)) as u64 + late;
+                self.node_mut(node).ticks += 1;
+                self.schedule(self.now + next, Event::Tick { node, incarnation });
+                self.feed(node, Input::Tick);
+            }
+            Event::Deliver(m) => {
                 let (from, to) = (m.get_from(), m.get_to());
                 if self.cut.contains(&(from, to)) || !self.is_up(to) {
-                    continue;
+                    return;
                 }
                 if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
-                    continue;
+                    return;
                 }
                 self.feed(to, Input::Peer(m));
-                self.check();
+            }
+            Event::CallDone {
+                node,
+                incarnation,
+                call,
+                result,
+            } => {
+                if self.node(node).incarnation == incarnation {
+                    self.feed(
+                        node,
+                        Input::CallFinished {
+                            call_id: call.id,
+                            result,
+                        },
+                    );
+                }
+            }
+            Event::CloudEffect { node, resource } => {
+                self.cloud[resource] = Some(node);
             }
         }
-        self.fail("message storm: deliveries did not settle within one tick".into());
     }
 
-    fn tick(&mut self) {
-        self.now += 1;
-        self.stats.ticks += 1;
-        let due: Vec<u64> = self
+    fn run_for(&mut self, ms: u64) {
+        let until = self.now + ms;
+        while self
+            .queue
+            .first_key_value()
+            .is_some_and(|((at, _), _)| *at <= until)
+        {
+            self.step();
+        }
+        self.now = until;
+    }
+
+    /// The safety invariants on terms, votes and the log, checked after every event.
+    fn check(&mut self) {
+        let leaders: Vec<(u64, u64)> = self
             .nodes
             .iter()
-            .filter(|n| n.core.is_none() && n.restart_at.is_some_and(|at| at <= self.now))
-            .map(|n| n.id)
+            .filter_map(|n| n.core.as_ref().map(|c| (n.id, c.status())))
+            .filter(|(_, s)| s.role == Role::Leader)
+            .map(|(id, s)| (s.term, id))
             .collect();
-        for id in due {
-            self.start(id);
-        }
-        let mut order = self.ids();
-        order.shuffle(&mut self.rng);
-        for id in order {
-            self.feed(id, Input::Tick);
-        }
-        self.check();
-        self.deliver_due();
-    }
-
-    /// The safety invariants, checked after every step.
-    fn check(&mut self) {
-        let mut newest_leaders = Vec::new();
-        for node in &self.nodes {
-            let Some(core) = &node.core else { continue };
-            let st = core.status();
-            if st.role == Role::Leader {
-                newest_leaders.push((st.term, node.id));
-            }
-        }
-        for (term, id) in newest_leaders {
+        for (term, id) in leaders {
             match self.leader_of_term.get(&term) {
                 Some(&other) if other != id => {
                     self.fail(format!("two leaders in term {term}: {other} and {id}"))
@@ -338,21 +604,18 @@ impl Sim {
                 None => {
                     self.leader_of_term.insert(term, id);
                     self.stats.elections += 1;
-                    if self.nodes[(id - 1) as usize].is_witness() {
+                    if self.node(id).is_witness() {
                         self.stats.witness_elections += 1;
                     }
                     self.check_leader_completeness(id);
                 }
             }
         }
-        // Committed entries: every node agrees on their terms, and none is ever lost.
-        let ids = self.ids();
-        for id in ids {
+        for id in self.ids() {
             let Some(st) = self.status(id) else { continue };
-            let core = self.nodes[(id - 1) as usize].core.as_ref().unwrap();
             let known = self.committed_term.keys().next_back().copied().unwrap_or(0);
             for index in 1..=st.commit {
-                let Some(term) = core.log_term(index) else {
+                let Some(term) = self.node(id).core.as_ref().unwrap().log_term(index) else {
                     continue;
                 };
                 match self.committed_term.get(&index) {
@@ -370,7 +633,7 @@ impl Sim {
     }
 
     fn check_leader_completeness(&self, id: u64) {
-        let core = self.nodes[(id - 1) as usize].core.as_ref().unwrap();
+        let core = self.node(id).core.as_ref().unwrap();
         for (&index, &term) in &self.committed_term {
             if core.log_term(index) != Some(term) {
                 self.fail(format!(
@@ -381,39 +644,51 @@ impl Sim {
         }
     }
 
-    fn current_leader(&self) -> Option<(u64, u64)> {
+    fn current_leader(&self) -> Option<u64> {
         self.nodes
             .iter()
             .filter_map(|n| n.core.as_ref().map(|c| c.status()))
             .filter(|s| s.role == Role::Leader)
             .max_by_key(|s| s.term)
-            .map(|s| (s.id, s.term))
+            .map(|s| s.id)
     }
 
-    /// The nodes in `group` agree on one leader among them.
+    /// The nodes in `group` agree on one voter leader among them.
     fn agreed_leader(&self, group: &[u64]) -> Option<u64> {
         let statuses: Vec<_> = group.iter().map(|&id| self.status(id)).collect();
         let first = statuses.first()?.as_ref()?.leader_id?;
-        // A witness never counts as a settled leader: it must hand leadership to a voter.
-        if !group.contains(&first) || self.nodes[(first - 1) as usize].is_witness() {
+        if !group.contains(&first) || self.node(first).is_witness() {
             return None;
         }
-        let all_agree = statuses.iter().all(|s| {
-            s.as_ref().is_some_and(|s| {
-                s.leader_id == Some(first) && (s.role == Role::Leader) == (s.id == first)
+        statuses
+            .iter()
+            .all(|s| {
+                s.as_ref().is_some_and(|s| {
+                    s.leader_id == Some(first) && (s.role == Role::Leader) == (s.id == first)
+                })
             })
-        });
-        all_agree.then_some(first)
+            .then_some(first)
+    }
+
+    fn converged(&self, group: &[u64]) -> Option<u64> {
+        let leader = self.agreed_leader(group)?;
+        self.cloud
+            .iter()
+            .all(|holder| *holder == Some(leader))
+            .then_some(leader)
     }
 
     fn heal_all(&mut self) {
         self.cut.clear();
         self.loss = 0.0;
         self.crash_rate = 0.0;
+        self.call_failure_rate = 0.0;
         let now = self.now;
-        for node in &mut self.nodes {
+        for id in self.ids() {
+            let node = self.node_mut(id);
+            node.paused_until = node.paused_until.min(now);
             if node.core.is_none() {
-                node.restart_at = Some(now + 1);
+                self.schedule(now + 1, Event::Restart { node: id });
             }
         }
     }
@@ -428,105 +703,177 @@ impl Sim {
         self.stats.isolations += 1;
     }
 
-    /// Runs until `group` agrees on a leader; returns the ticks it took.
-    fn await_leader(&mut self, group: &[u64], why: &str) -> u64 {
+    /// Runs until `group` agrees on a leader and the cloud points at it.
+    fn await_convergence(&mut self, group: &[u64], why: &str) -> u64 {
         let start = self.now;
-        let bound = LIVENESS_BOUND * ELECTION_TICKS as u64;
-        while self.agreed_leader(group).is_none() {
-            if self.now - start > bound {
+        while self.converged(group).is_none() {
+            if self.now - start > LIVENESS_BOUND_MS {
                 self.fail(format!(
-                    "{why}: nodes {group:?} agreed on no leader within {bound} ticks"
+                    "{why}: nodes {group:?} did not converge on a leader holding every resource within {LIVENESS_BOUND_MS} ms"
                 ));
             }
-            self.tick();
+            self.run_for(10);
         }
         let took = self.now - start;
-        self.stats.worst_liveness_ticks = self.stats.worst_liveness_ticks.max(took);
+        self.stats.worst_convergence_ms = self.stats.worst_convergence_ms.max(took);
         took
     }
 
     fn phase_chaos(&mut self) {
-        let length = self.rng.gen_range(20..200);
+        let length = self.rng.gen_range(1_000..15_000);
         self.loss = *[0.0, 0.05, 0.3].choose(&mut self.rng).unwrap();
         self.crash_rate = *[0.0, 0.01, 0.05].choose(&mut self.rng).unwrap();
-        for _ in 0..length {
+        self.call_failure_rate = *[0.0, 0.1, 0.5].choose(&mut self.rng).unwrap();
+        let end = self.now + length;
+        while self.now < end {
             let roll: f64 = self.rng.gen();
             let ids = self.ids();
             let target = *ids.choose(&mut self.rng).unwrap();
-            if roll < 0.01 && self.is_up(target) {
-                let down_for = self.rng.gen_range(1..60);
-                self.crash(target, down_for);
+            if roll < 0.01 {
+                let down_for = self.rng.gen_range(10..6_000);
+                self.crash(target, Some(down_for));
             } else if roll < 0.02 {
+                let pause = self.rng.gen_range(100..4_000);
+                self.node_mut(target).paused_until = self.now + pause;
+                self.stats.pauses += 1;
+            } else if roll < 0.03 {
                 self.isolate(target);
-            } else if roll < 0.04 {
+            } else if roll < 0.05 {
                 let other = *ids.choose(&mut self.rng).unwrap();
                 if other != target {
                     self.cut.insert((target, other));
                 }
-            } else if roll < 0.05 {
+            } else if roll < 0.06 {
                 self.cut.clear();
             }
-            self.tick();
+            self.run_for(100);
         }
     }
 
+    /// Heal, converge, then check that the resources stay put while nothing happens.
     fn phase_heal(&mut self) {
+        if self.trace {
+            println!("{:>8} ms  heal", self.now);
+        }
         self.heal_all();
+        // Timers that ran out during the faults may still start an election just after the
+        // heal; that is recovery, not flapping. Let them play out, then expect stability.
+        self.run_for(2 * ELECTION_TICKS as u64 * TICK_MS + 500);
         let all = self.ids();
-        self.await_leader(&all, "after healing everything");
+        self.await_convergence(&all, "after healing everything");
+        let leader = self.agreed_leader(&all).unwrap();
+        let term = self.status(leader).unwrap().term;
+        for _ in 0..30 {
+            self.run_for(100);
+            let newest_term = self.leader_of_term.keys().next_back().copied();
+            if newest_term != Some(term) || self.cloud.iter().any(|h| *h != Some(leader)) {
+                self.fail(format!(
+                    "flapping: with nothing failing, leadership (term {term}) or resources moved away from {leader}"
+                ));
+            }
+        }
     }
 
     fn phase_isolate_leader(&mut self) {
-        let Some((old, _)) = self.current_leader() else {
+        let Some(old) = self.current_leader() else {
             return;
         };
         self.isolate(old);
-        let cut_at = self.now;
+        let ticks_at_cut = self.node(old).ticks;
         let rest: Vec<u64> = self.ids().into_iter().filter(|&id| id != old).collect();
-        let bound = LIVENESS_BOUND * ELECTION_TICKS as u64;
+        let start = self.now;
         let mut stepped_down = false;
         loop {
             let old_leads = self.status(old).is_some_and(|s| s.role == Role::Leader);
-            if old_leads && self.now - cut_at > STEP_DOWN_BOUND {
+            let ticks = self.node(old).ticks - ticks_at_cut;
+            if old_leads && ticks > STEP_DOWN_TICKS {
                 self.fail(format!(
-                    "isolated leader {old} still leads {} ticks after the cut (bound {STEP_DOWN_BOUND})",
-                    self.now - cut_at
+                    "isolated leader {old} still leads {ticks} ticks after the cut (bound {STEP_DOWN_TICKS})"
                 ));
             }
             if !old_leads && !stepped_down {
                 stepped_down = true;
-                let took = self.now - cut_at;
-                self.stats.worst_step_down_ticks = self.stats.worst_step_down_ticks.max(took);
+                self.stats.worst_step_down_ticks = self.stats.worst_step_down_ticks.max(ticks);
             }
-            if stepped_down && self.agreed_leader(&rest).is_some() {
+            if stepped_down && self.converged(&rest).is_some() {
                 break;
             }
-            if self.now - cut_at > bound {
+            if self.now - start > LIVENESS_BOUND_MS {
                 self.fail(format!(
-                    "after isolating leader {old}, nodes {rest:?} agreed on no leader within {bound} ticks"
+                    "after isolating leader {old}, nodes {rest:?} did not converge within {LIVENESS_BOUND_MS} ms"
                 ));
             }
-            self.tick();
+            self.run_for(10);
         }
     }
 
     fn phase_crash_leader(&mut self) {
-        let Some((old, _)) = self.current_leader() else {
+        let Some(old) = self.current_leader() else {
             return;
         };
-        self.crash(old, 10_000);
+        self.crash(old, None);
         let rest: Vec<u64> = self.ids().into_iter().filter(|&id| id != old).collect();
-        self.await_leader(&rest, &format!("after crashing leader {old}"));
+        self.await_convergence(&rest, &format!("after crashing leader {old}"));
+    }
+
+    fn phase_pause_leader(&mut self) {
+        let Some(old) = self.current_leader() else {
+            return;
+        };
+        let pause = self.rng.gen_range(1_000..5_000);
+        self.node_mut(old).paused_until = self.now + pause;
+        self.stats.pauses += 1;
+        self.run_for(pause + 500);
+    }
+
+    /// A planned hand-off (SIGTERM, switchover): the leader gives up its lease first.
+    fn phase_hand_off(&mut self) {
+        let Some(old) = self.current_leader() else {
+            return;
+        };
+        let wait = self.rng.gen_range(0..1_000);
+        self.run_for(wait);
+        if self.status(old).is_some_and(|s| s.role == Role::Leader) {
+            self.feed(old, Input::HandOff);
+        }
+        let rest: Vec<u64> = self.ids();
+        self.await_convergence(&rest, &format!("after leader {old} handed off"));
+    }
+
+    /// The hole the quiet period closes: the leader is cut off from one follower, which
+    /// starts campaigning, while another follower — whose acknowledgements keep the leader's
+    /// lease alive — crashes and restarts at once. Without the quiet period the restarted
+    /// node votes for the campaigner inside the leader's lease.
+    fn phase_restart_during_partial_partition(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let mut others: Vec<u64> = self.ids().into_iter().filter(|&id| id != leader).collect();
+        others.shuffle(&mut self.rng);
+        let (campaigner, restarter) = (others[0], others[1]);
+        self.cut.insert((leader, campaigner));
+        self.cut.insert((campaigner, leader));
+        let wait = self.rng.gen_range(800..2_500);
+        self.run_for(wait);
+        let down_for = self.rng.gen_range(1..60);
+        self.crash(restarter, Some(down_for));
+        self.run_for(3_000);
     }
 
     fn run(&mut self, phases: usize) {
-        self.tick();
         self.phase_heal();
         for _ in 0..phases {
-            match self.rng.gen_range(0..4) {
+            let phase = self.rng.gen_range(0..7);
+            if self.trace {
+                println!("{:>8} ms  phase {phase}", self.now);
+            }
+            match phase {
                 0 | 1 => self.phase_chaos(),
                 2 => self.phase_isolate_leader(),
-                _ => self.phase_crash_leader(),
+                3 => self.phase_crash_leader(),
+                4 => self.phase_hand_off(),
+                5 => self.phase_restart_during_partial_partition(),
+                _ => self.phase_pause_leader(),
             }
             self.phase_heal();
         }
@@ -552,36 +899,42 @@ fn seeded_schedules_keep_every_invariant() {
     let count = schedules();
     assert!(count > 0);
     let mut total = Stats::default();
+    let mut simulated_ms = 0;
     for seed in 0..count {
         let mut sim = Sim::new(seed);
-        sim.run(6);
-        let s = &sim.stats;
-        total.ticks += s.ticks;
+        sim.run(4);
+        simulated_ms += sim.now;
+        let s = sim.stats;
+        total.events += s.events;
         total.crashes += s.crashes;
         total.crashes_before_persist += s.crashes_before_persist;
+        total.pauses += s.pauses;
         total.elections += s.elections;
+        total.witness_elections += s.witness_elections;
         total.isolations += s.isolations;
-        total.messages += s.messages;
-        total.worst_liveness_ticks = total.worst_liveness_ticks.max(s.worst_liveness_ticks);
+        total.claims += s.claims;
+        total.failed_calls += s.failed_calls;
+        total.worst_convergence_ms = total.worst_convergence_ms.max(s.worst_convergence_ms);
         total.worst_step_down_ticks = total.worst_step_down_ticks.max(s.worst_step_down_ticks);
-        assert!(
-            sim.nodes.iter().all(|n| n.restarts >= 1),
-            "seed {seed}: every node must have started"
-        );
     }
     println!(
-        "{count} schedules: {} ticks, {} messages, {} elections, {} crashes ({} between send and persist), {} isolations; \
-         worst time to a leader {} ticks, worst step-down of an isolated leader {} ticks",
-        total.ticks,
-        total.messages,
+        "{count} schedules, {} simulated hours: {} events, {} elections ({} won by a witness and handed on), \
+         {} claims, {} failed calls, {} crashes ({} between send and persist), {} pauses, {} isolations; \
+         worst convergence {} ms, worst step-down of an isolated leader {} ticks",
+        simulated_ms / 3_600_000,
+        total.events,
         total.elections,
+        total.witness_elections,
+        total.claims,
+        total.failed_calls,
         total.crashes,
         total.crashes_before_persist,
+        total.pauses,
         total.isolations,
-        total.worst_liveness_ticks,
+        total.worst_convergence_ms,
         total.worst_step_down_ticks
     );
-    // The schedules must actually exercise the faults they claim to.
+    // The schedules must exercise the faults they claim to.
     assert!(
         total.elections > count,
         "too few elections: {}",
@@ -589,9 +942,18 @@ fn seeded_schedules_keep_every_invariant() {
     );
     assert!(
         total.crashes_before_persist > 0,
-        "no crash ever fell between send and persist"
+        "no crash fell between send and persist"
     );
-    assert!(total.isolations > 0, "no leader was ever isolated");
+    assert!(
+        total.isolations > 0 && total.pauses > 0,
+        "no isolation or pause"
+    );
+    assert!(total.claims > count, "too few claims: {}", total.claims);
+    assert!(total.failed_calls > 0, "no cloud call ever failed");
+    assert!(
+        total.witness_elections > 0,
+        "no witness ever won, so its hand-off went untested"
+    );
 }
 
 #[test]
@@ -600,8 +962,11 @@ fn replay() {
         return;
     };
     let mut sim = Sim::new(seed);
-    sim.run(6);
-    println!("seed {seed} passed: {} elections", sim.stats.elections);
+    sim.run(4);
+    println!(
+        "seed {seed} passed: {} elections, {} claims",
+        sim.stats.elections, sim.stats.claims
+    );
 }
 
 /// The quiet period: a node that just restarted must not grant a vote, however the request
@@ -609,11 +974,10 @@ fn replay() {
 #[test]
 fn restarted_node_grants_no_vote_during_its_quiet_period() {
     let mut sim = Sim::new(7);
-    sim.tick();
     sim.phase_heal();
-    let (leader, _) = sim.current_leader().expect("a leader after healing");
+    let leader = sim.current_leader().expect("a leader after healing");
     let follower = sim.ids().into_iter().find(|&id| id != leader).unwrap();
-    sim.crash(follower, 0);
+    sim.crash(follower, None);
     sim.start(follower);
     let st = sim.status(follower).unwrap();
     assert!(st.quiet, "a restarted node starts quiet");
@@ -624,8 +988,8 @@ fn restarted_node_grants_no_vote_during_its_quiet_period() {
     request.set_term(st.term + 5);
     request.set_index(1_000);
     request.set_log_term(st.term + 5);
-    let core = sim.node(follower).core.as_mut().unwrap();
-    let out = core.handle(Input::Peer(request.clone()));
+    let core = sim.node_mut(follower).core.as_mut().unwrap();
+    let out = core.handle(0, Input::Peer(request.clone()));
     assert!(
         out.all_messages()
             .all(|m| m.get_msg_type() != MessageType::MsgRequestVoteResponse),
@@ -634,15 +998,15 @@ fn restarted_node_grants_no_vote_during_its_quiet_period() {
     assert!(out
         .notices
         .iter()
-        .any(|n| matches!(n, ha_agent_core::Notice::VoteIgnoredWhileQuiet { .. })));
-    for _ in 0..ELECTION_TICKS {
-        core.handle(Input::Tick);
+        .any(|n| matches!(n, Notice::VoteIgnoredWhileQuiet { .. })));
+    for tick in 1..=ELECTION_TICKS as u64 {
+        core.handle(tick * TICK_MS, Input::Tick);
     }
     assert!(
         !core.status().quiet,
         "the quiet period ends after one election timeout"
     );
-    let out = core.handle(Input::Peer(request));
+    let out = core.handle(ELECTION_TICKS as u64 * TICK_MS, Input::Peer(request));
     assert!(
         out.all_messages()
             .any(|m| m.get_msg_type() == MessageType::MsgRequestVoteResponse),
@@ -650,25 +1014,54 @@ fn restarted_node_grants_no_vote_during_its_quiet_period() {
     );
 }
 
-/// A witness that wins an election hands leadership to a voter: the heal phases accept only a
-/// voter as the settled leader, so these schedules pass only if every witness win was handed on.
+/// A leader gives its lease up before it hands leadership away, and issues no call after.
 #[test]
-fn witness_wins_are_handed_to_a_voter() {
-    let mut witness_elections = 0;
-    let mut layouts = 0;
-    for seed in 0..400 {
-        let mut sim = Sim::new(seed);
-        if !sim.nodes.iter().any(SimNode::is_witness) {
-            continue;
-        }
-        layouts += 1;
-        sim.run(6);
-        witness_elections += sim.stats.witness_elections;
-    }
-    assert!(layouts > 50, "too few witness layouts: {layouts}");
-    assert!(
-        witness_elections > 0,
-        "no schedule ever elected the witness, so the hand-off went untested"
-    );
-    println!("{layouts} witness layouts, the witness won {witness_elections} elections and handed each on");
+fn hand_off_surrenders_the_lease_first() {
+    let mut sim = Sim::new(11);
+    sim.phase_heal();
+    let leader = sim.current_leader().unwrap();
+    sim.run_for(500);
+    assert!(sim
+        .node(leader)
+        .core
+        .as_ref()
+        .unwrap()
+        .lease_until()
+        .is_some());
+    let local = sim.node(leader).local(sim.now);
+    let out = sim
+        .node_mut(leader)
+        .core
+        .as_mut()
+        .unwrap()
+        .handle(local, Input::HandOff);
+    assert!(out
+        .notices
+        .iter()
+        .any(|n| matches!(n, Notice::HandingOff { .. })));
+    assert!(out.calls.is_empty());
+    let core = sim.node(leader).core.as_ref().unwrap();
+    assert_eq!(core.lease_until(), None, "no lease once a transfer started");
+}
+
+/// Peers cannot make a leader transfer leadership (that would bypass the lease).
+#[test]
+fn transfer_requests_from_peers_are_refused() {
+    let mut sim = Sim::new(3);
+    sim.phase_heal();
+    let leader = sim.current_leader().unwrap();
+    let other = sim.ids().into_iter().find(|&id| id != leader).unwrap();
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgTransferLeader);
+    m.set_from(other);
+    m.set_to(leader);
+    m.set_term(sim.status(leader).unwrap().term);
+    let local = sim.node(leader).local(sim.now);
+    let core = sim.node_mut(leader).core.as_mut().unwrap();
+    let out = core.handle(local, Input::Peer(m));
+    assert!(out
+        .notices
+        .iter()
+        .any(|n| matches!(n, Notice::MessageRefused { .. })));
+    assert_eq!(core.status().transferring_to, None);
 }
