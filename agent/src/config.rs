@@ -16,11 +16,17 @@
 //! two voters cannot fail over, since losing one leaves no majority. The timing rules keep the
 //! election timeout several heartbeats long, which the leader's lease (design notes §2) relies
 //! on. The secret-file rules keep the key that authenticates peers away from other local users.
+//!
+//! The AWS rules serve the lease (core crate docs, rule 4): a leader starts no AWS call that
+//! could outlast its lease, so one call's deadline plus one heartbeat must fit inside the lease
+//! that the cluster timing gives, or the leader could never act at all. Identifiers (instance,
+//! interface, allocation and hosted zone ids, SSM parameter names) are checked for shape only:
+//! whether they exist is for AWS to say at run time, but a typo caught here costs no failover.
 
 use std::fmt;
 use std::fs;
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,6 +60,26 @@ const MIN_SECRET_LEN: usize = 16;
 const MAX_SECRET_FILE_LEN: u64 = 64 * 1024;
 /// How to make a good key file, quoted in messages.
 const SECRET_RECIPE: &str = "(umask 027; head -c 32 /dev/urandom | base64 > FILE)";
+/// How to store a good key in SSM, quoted in messages.
+const SSM_SECRET_RECIPE: &str = "aws ssm put-parameter --type SecureString --name PARAMETER \
+     --value \"$(head -c 32 /dev/urandom | base64)\"";
+
+/// Where the agent asks for its identity unless `[aws] imds-endpoint` says otherwise.
+pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(500);
+const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(50);
+const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(10);
+const MIN_RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_HAND_OFF_AFTER: Duration = Duration::from_secs(30);
+/// `aws.hand-off-after` must span at least this many election timeouts.
+const MIN_HAND_OFF_ELECTION_TIMEOUTS: u32 = 2;
+const DEFAULT_RECORD_TTL: i64 = 10;
+/// Route53's own maximum (two days).
+const MAX_RECORD_TTL: i64 = 172_800;
+const MAX_RECORD_NAME_LEN: usize = 255;
+/// SSM's limits on a parameter name (without the ARN prefix) and on its hierarchy depth.
+const MAX_SSM_PARAMETER_LEN: usize = 1011;
+const MAX_SSM_PARAMETER_LEVELS: usize = 15;
 
 // ---------------------------------------------------------------------------------------------
 // Validated settings
@@ -73,6 +99,23 @@ impl Secret {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// Checks the value of the SecureString named by `cluster.secret-ssm-parameter`, fetched by
+    /// the daemon at start, by the rules a key file obeys: surrounding ASCII whitespace trimmed,
+    /// at least 16 bytes left. The error names the key and the fix, like a config problem.
+    pub fn from_parameter_value(parameter: &str, value: &str) -> Result<Secret, String> {
+        let trimmed = value.as_bytes().trim_ascii();
+        if trimmed.len() < MIN_SECRET_LEN {
+            return Err(format!(
+                "cluster.secret-ssm-parameter = {parameter:?} holds only {} bytes (ignoring \
+                 surrounding whitespace): a key needs at least {MIN_SECRET_LEN}; store one with \
+                 `{}`",
+                trimmed.len(),
+                SSM_SECRET_RECIPE.replace("PARAMETER", parameter)
+            ));
+        }
+        Ok(Secret(trimmed.to_vec()))
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -91,18 +134,37 @@ pub struct Settings {
     /// The other members, in file order.
     pub peers: Vec<PeerSettings>,
     pub status: StatusSettings,
+    pub aws: AwsSettings,
+    /// The `[[elastic-ip]]` entries, in file order.
+    pub elastic_ips: Vec<ElasticIpSettings>,
+    /// The `[[route53-record]]` entries, in file order.
+    pub route53_records: Vec<Route53RecordSettings>,
 }
 
 /// `[cluster]`: what every member must agree on.
 #[derive(Clone, Debug)]
 pub struct ClusterSettings {
     pub name: String,
-    /// The key bytes read from `secret_file`, surrounding ASCII whitespace trimmed.
-    pub secret: Secret,
-    /// The key file, resolved against the config file's directory if it was relative.
-    pub secret_file: PathBuf,
+    /// Where the key that authenticates peers comes from.
+    pub secret: SecretSource,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
+}
+
+/// Where the cluster key comes from: exactly one of `cluster.secret-file` and
+/// `cluster.secret-ssm-parameter`.
+#[derive(Clone, Debug)]
+pub enum SecretSource {
+    /// `secret-file`: read and checked during validation.
+    File {
+        /// The key file, resolved against the config file's directory if it was relative.
+        path: PathBuf,
+        /// The key bytes, surrounding ASCII whitespace trimmed.
+        secret: Secret,
+    },
+    /// `secret-ssm-parameter`: a SecureString the daemon fetches at start (it needs
+    /// `ssm:GetParameter` and `kms:Decrypt`) and checks with [`Secret::from_parameter_value`].
+    Ssm { parameter: String },
 }
 
 impl ClusterSettings {
@@ -122,6 +184,10 @@ pub struct NodeSettings {
     pub state_dir: PathBuf,
     pub role: MemberRole,
     pub priority: i64,
+    /// This node's value for `[[route53-record]]` entries with `value = "node"`, as written.
+    /// Validation guarantees it is set when such a record exists, and parses as an IPv4 (IPv6)
+    /// address when such a record has type A (AAAA).
+    pub record_value: Option<String>,
 }
 
 /// One `[[peer]]`: another member of the group.
@@ -136,6 +202,119 @@ pub struct PeerSettings {
 #[derive(Clone, Debug)]
 pub struct StatusSettings {
     pub socket: PathBuf,
+}
+
+/// `[aws]`: this node's identity overrides and how the agent talks to AWS. An identity value
+/// left `None` comes from IMDS at start (see [`Settings::needs_imds`]).
+#[derive(Clone, Debug)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub instance_id: Option<String>,
+    /// This node's primary network interface.
+    pub network_interface_id: Option<String>,
+    /// This node's primary private IPv4 address.
+    pub private_ip: Option<Ipv4Addr>,
+    /// This node's public IPv4 address, used by records with `value = "public-ip"`.
+    pub public_ip: Option<Ipv4Addr>,
+    /// The instance metadata service, without a trailing slash.
+    pub imds_endpoint: String,
+    /// Every AWS call goes here instead of AWS (an emulator); without a trailing slash.
+    pub endpoint_url: Option<String>,
+    /// The SSM parameter the leader keeps up to date with who holds the resources.
+    pub leader_parameter: Option<String>,
+    /// Deadline of one AWS call, SDK retries included. Validation guarantees that it plus one
+    /// heartbeat interval fits inside the leader's lease when the leader makes AWS calls.
+    pub call_timeout: Duration,
+    /// How often the leader re-checks each resource that is in place.
+    pub reconcile_interval: Duration,
+    /// A leader that cannot put its resources in place this long hands leadership to a peer.
+    pub hand_off_after: Duration,
+}
+
+/// One `[[elastic-ip]]`: an address the leader associates with itself.
+#[derive(Clone, Debug)]
+pub struct ElasticIpSettings {
+    pub allocation_id: String,
+    /// `None`: the node's primary network interface.
+    pub network_interface_id: Option<String>,
+    /// `None`: the node's primary private IP (of the interface used).
+    pub private_ip: Option<Ipv4Addr>,
+}
+
+/// The record types ha-agent keeps pointed at the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordType {
+    A,
+    Aaaa,
+    Cname,
+    Txt,
+}
+
+impl RecordType {
+    /// The name Route53 uses: "A", "AAAA", "CNAME" or "TXT".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::Aaaa => "AAAA",
+            RecordType::Cname => "CNAME",
+            RecordType::Txt => "TXT",
+        }
+    }
+
+    fn parse(text: &str) -> Option<RecordType> {
+        [
+            RecordType::A,
+            RecordType::Aaaa,
+            RecordType::Cname,
+            RecordType::Txt,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// What a record points at while a node leads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordValue {
+    /// The leader's primary private IPv4 address (type A only).
+    PrivateIp,
+    /// The leader's public IPv4 address (type A only).
+    PublicIp,
+    /// The leader's own `[node] record-value`.
+    Node,
+}
+
+impl RecordValue {
+    /// The spelling in the file: "private-ip", "public-ip" or "node".
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RecordValue::PrivateIp => "private-ip",
+            RecordValue::PublicIp => "public-ip",
+            RecordValue::Node => "node",
+        }
+    }
+
+    fn parse(text: &str) -> Option<RecordValue> {
+        [
+            RecordValue::PrivateIp,
+            RecordValue::PublicIp,
+            RecordValue::Node,
+        ]
+        .into_iter()
+        .find(|value| value.as_str() == text)
+    }
+}
+
+/// One `[[route53-record]]`: a record the leader UPSERTs to point at itself.
+#[derive(Clone, Debug)]
+pub struct Route53RecordSettings {
+    /// The bare id, without a `/hostedzone/` prefix.
+    pub hosted_zone_id: String,
+    /// Lower case, with a trailing dot.
+    pub name: String,
+    pub record_type: RecordType,
+    pub ttl: i64,
+    pub value: RecordValue,
 }
 
 /// All problems found in one config file. `Display` prints one problem per line, each naming
@@ -193,6 +372,41 @@ impl Settings {
         })
     }
 
+    /// Whether any AWS access is configured at all: floating resources, an SSM secret, or a
+    /// leader parameter.
+    pub fn uses_aws(&self) -> bool {
+        !self.elastic_ips.is_empty()
+            || !self.route53_records.is_empty()
+            || matches!(self.cluster.secret, SecretSource::Ssm { .. })
+            || self.aws.leader_parameter.is_some()
+    }
+
+    /// True when no AWS call can be made without knowing the identity from IMDS: AWS is used
+    /// ([`Settings::uses_aws`]) and one of `aws.region`, `aws.instance-id`,
+    /// `aws.network-interface-id` and `aws.private-ip` is unset, or a record with
+    /// `value = "public-ip"` exists and `aws.public-ip` is unset.
+    pub fn needs_imds(&self) -> bool {
+        let aws = &self.aws;
+        let identity_incomplete = aws.region.is_none()
+            || aws.instance_id.is_none()
+            || aws.network_interface_id.is_none()
+            || aws.private_ip.is_none();
+        let public_ip_unknown = aws.public_ip.is_none()
+            && self
+                .route53_records
+                .iter()
+                .any(|record| record.value == RecordValue::PublicIp);
+        self.uses_aws() && (identity_incomplete || public_ip_unknown)
+    }
+
+    /// Whether the leader makes AWS calls under its lease (claims, observations, the leader
+    /// parameter); the timing rules of `[aws]` that involve the cluster timing apply then.
+    fn leader_uses_aws(&self) -> bool {
+        !self.elastic_ips.is_empty()
+            || !self.route53_records.is_empty()
+            || self.aws.leader_parameter.is_some()
+    }
+
     /// A one-screen summary for `ha-agent check-config`.
     pub fn summary(&self) -> String {
         let node = &self.node;
@@ -217,11 +431,16 @@ impl Settings {
             "status socket    {}\n",
             self.status.socket.display()
         ));
-        out.push_str(&format!(
-            "secret file      {} ({} bytes)\n",
-            cluster.secret_file.display(),
-            cluster.secret.as_bytes().len()
-        ));
+        match &cluster.secret {
+            SecretSource::File { path, secret } => out.push_str(&format!(
+                "secret file      {} ({} bytes)\n",
+                path.display(),
+                secret.as_bytes().len()
+            )),
+            SecretSource::Ssm { parameter } => out.push_str(&format!(
+                "secret           SSM parameter {parameter} (SecureString, fetched at start)\n"
+            )),
+        }
         out.push_str(&format!(
             "timing           heartbeat every {}, election timeout {} ({} ticks)\n",
             humantime::format_duration(cluster.heartbeat_interval),
@@ -243,7 +462,83 @@ impl Settings {
             members - leaders,
             members - majority
         ));
+        self.summarise_aws(&mut out);
         out
+    }
+
+    /// The `[aws]` part of [`Settings::summary`]: identity, endpoints, timing, resources.
+    fn summarise_aws(&self, out: &mut String) {
+        let aws = &self.aws;
+        if self.uses_aws() {
+            let overrides: Vec<String> = [
+                ("region", aws.region.clone()),
+                ("instance", aws.instance_id.clone()),
+                ("interface", aws.network_interface_id.clone()),
+                ("private IP", aws.private_ip.map(|ip| ip.to_string())),
+                ("public IP", aws.public_ip.map(|ip| ip.to_string())),
+            ]
+            .into_iter()
+            .filter_map(|(what, value)| Some(format!("{what} {}", value?)))
+            .collect();
+            let identity = match (overrides.len(), self.needs_imds()) {
+                (0, _) => format!("from IMDS at {}", aws.imds_endpoint),
+                (_, true) => format!(
+                    "{}; the rest from IMDS at {}",
+                    overrides.join(", "),
+                    aws.imds_endpoint
+                ),
+                (_, false) => overrides.join(", "),
+            };
+            out.push_str(&format!("aws identity     {identity}\n"));
+        }
+        if let Some(url) = &aws.endpoint_url {
+            out.push_str(&format!(
+                "aws endpoint     {url} (every AWS call goes here: for emulators only)\n"
+            ));
+        }
+        if let Some(parameter) = &aws.leader_parameter {
+            out.push_str(&format!("leader parameter {parameter}\n"));
+        }
+        if self.leader_uses_aws() {
+            out.push_str(&format!(
+                "aws timing       call timeout {}, reconcile every {}, hand off after {}\n",
+                humantime::format_duration(aws.call_timeout),
+                humantime::format_duration(aws.reconcile_interval),
+                humantime::format_duration(aws.hand_off_after),
+            ));
+        }
+        if self.elastic_ips.is_empty() && self.route53_records.is_empty() {
+            out.push_str("resources        none: the group elects a leader but moves nothing\n");
+            return;
+        }
+        out.push_str("resources\n");
+        for eip in &self.elastic_ips {
+            let interface = eip
+                .network_interface_id
+                .as_deref()
+                .unwrap_or("the primary interface");
+            let address = eip
+                .private_ip
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| "its primary private IP".to_string());
+            out.push_str(&format!(
+                "  elastic IP     {} on {interface}, {address}\n",
+                eip.allocation_id
+            ));
+        }
+        for record in &self.route53_records {
+            let value = match (&record.value, &self.node.record_value) {
+                (RecordValue::Node, Some(value)) => format!("node ({value})"),
+                (value, _) => value.as_str().to_string(),
+            };
+            out.push_str(&format!(
+                "  route53 record {} {} in zone {}, ttl {}, value {value}\n",
+                record.name,
+                record.record_type.as_str(),
+                record.hosted_zone_id,
+                record.ttl
+            ));
+        }
     }
 
     /// Problems that do not stop the agent but deserve attention. Empty if none.
@@ -261,16 +556,18 @@ impl Settings {
                 ));
             }
         }
-        if let Ok(meta) = fs::metadata(&self.cluster.secret_file) {
-            let mode = meta.permissions().mode();
-            if mode & 0o022 != 0 {
-                warnings.push(format!(
-                    "cluster.secret-file = {} is writable by group or others (mode {:04o}): they \
-                     could replace the cluster key; run `chmod go-w {}`",
-                    self.cluster.secret_file.display(),
-                    mode & 0o7777,
-                    self.cluster.secret_file.display()
-                ));
+        if let SecretSource::File { path, .. } = &self.cluster.secret {
+            if let Ok(meta) = fs::metadata(path) {
+                let mode = meta.permissions().mode();
+                if mode & 0o022 != 0 {
+                    warnings.push(format!(
+                        "cluster.secret-file = {} is writable by group or others (mode {:04o}): \
+                         they could replace the cluster key; run `chmod go-w {}`",
+                        path.display(),
+                        mode & 0o7777,
+                        path.display()
+                    ));
+                }
             }
         }
         let cluster = &self.cluster;
@@ -283,6 +580,24 @@ impl Settings {
                 humantime::format_duration(cluster.election_timeout),
                 humantime::format_duration(cluster.heartbeat_interval),
                 humantime::format_duration(rounded)
+            ));
+        }
+        // A witness never keeps leadership, so its own list of resources does not matter.
+        if self.elastic_ips.is_empty()
+            && self.route53_records.is_empty()
+            && self.node.role == MemberRole::Voter
+        {
+            warnings.push(
+                "no [[elastic-ip]] or [[route53-record]] is configured: the group will elect a \
+                 leader but move nothing; add the floating resources (the same list on every \
+                 voter)"
+                    .to_string(),
+            );
+        }
+        if let Some(url) = &self.aws.endpoint_url {
+            warnings.push(format!(
+                "aws.endpoint-url = {url:?}: every AWS call goes to {url}, not to AWS: for \
+                 emulators only; remove it in production"
             ));
         }
         warnings
@@ -339,6 +654,12 @@ struct FileSchema {
     peer: Vec<PeerTable>,
     #[serde(default)]
     status: StatusTable,
+    #[serde(default)]
+    aws: AwsTable,
+    #[serde(default)]
+    elastic_ip: Vec<ElasticIpTable>,
+    #[serde(default)]
+    route53_record: Vec<Route53RecordTable>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -346,6 +667,7 @@ struct FileSchema {
 struct ClusterTable {
     name: Option<String>,
     secret_file: Option<PathBuf>,
+    secret_ssm_parameter: Option<String>,
     heartbeat_interval: Option<String>,
     election_timeout: Option<String>,
 }
@@ -358,6 +680,7 @@ struct NodeTable {
     state_dir: Option<PathBuf>,
     role: Option<MemberRole>,
     priority: Option<i64>,
+    record_value: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -372,6 +695,41 @@ struct PeerTable {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct StatusTable {
     socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct AwsTable {
+    region: Option<String>,
+    instance_id: Option<String>,
+    network_interface_id: Option<String>,
+    private_ip: Option<String>,
+    public_ip: Option<String>,
+    imds_endpoint: Option<String>,
+    endpoint_url: Option<String>,
+    leader_parameter: Option<String>,
+    call_timeout: Option<String>,
+    reconcile_interval: Option<String>,
+    hand_off_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ElasticIpTable {
+    allocation_id: Option<String>,
+    network_interface_id: Option<String>,
+    private_ip: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Route53RecordTable {
+    hosted_zone_id: Option<String>,
+    name: Option<String>,
+    #[serde(rename = "type")]
+    record_type: Option<String>,
+    ttl: Option<i64>,
+    value: Option<String>,
 }
 
 /// What `status_socket_from_file` reads: the `[status]` table (still strict), nothing else.
@@ -395,24 +753,19 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
         node,
         peer: peers,
         status,
+        aws,
+        elastic_ip: elastic_ips,
+        route53_record: route53_records,
     } = file;
 
     // [cluster]
     let name = cluster_name(cluster.name, &mut problems);
-    let secret_file = match cluster.secret_file {
-        Some(path) => Some(resolve_relative(config_path, path)),
-        None => {
-            problems.push(format!(
-                "cluster.secret-file is required: point it at the key file shared by every \
-                 member, e.g. secret-file = \"/etc/ha-agent/cluster.key\", created with \
-                 `{SECRET_RECIPE}` and copied to each member"
-            ));
-            None
-        }
-    };
-    let secret = secret_file
-        .as_deref()
-        .and_then(|path| read_secret(path, &mut problems));
+    let secret = secret_source(
+        config_path,
+        cluster.secret_file,
+        cluster.secret_ssm_parameter,
+        &mut problems,
+    );
     let heartbeat_interval = duration(
         "cluster.heartbeat-interval",
         cluster.heartbeat_interval,
@@ -450,6 +803,7 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
     );
     let role = node.role.unwrap_or(MemberRole::Voter);
     let priority = node_priority(role, node.priority, &mut problems);
+    let record_value = node_record_value(node.record_value, &mut problems);
 
     // [[peer]]
     let peers = peer_settings(peers, &mut problems);
@@ -458,9 +812,25 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
     // [status]
     let socket = status_socket(status.socket, &mut problems);
 
+    // [aws], [[elastic-ip]], [[route53-record]]. The rules that relate [aws] timing to the
+    // cluster timing hold the leader's AWS calls to its lease; a leader that makes no AWS calls
+    // (no resources, no leader parameter) is held to none of them, so that a group without
+    // AWS may keep a short election timeout.
+    let leader_uses_aws =
+        !elastic_ips.is_empty() || !route53_records.is_empty() || aws.leader_parameter.is_some();
+    let timing = heartbeat_interval
+        .zip(election_timeout)
+        .filter(|_| leader_uses_aws);
+    let aws = aws_settings(aws, timing, &mut problems);
+    let elastic_ips = elastic_ip_settings(elastic_ips, &mut problems);
+    let route53_records = route53_record_settings(
+        route53_records,
+        record_value.as_ref().map(Option::as_deref),
+        &mut problems,
+    );
+
     let (
         Some(name),
-        Some(secret_file),
         Some(secret),
         Some(heartbeat_interval),
         Some(election_timeout),
@@ -468,10 +838,13 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
         Some(listen),
         Some(state_dir),
         Some(priority),
+        Some(record_value),
         Some(socket),
+        Some(aws),
+        Some(elastic_ips),
+        Some(route53_records),
     ) = (
         name,
-        secret_file,
         secret,
         heartbeat_interval,
         election_timeout,
@@ -479,7 +852,11 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
         listen,
         state_dir,
         priority,
+        record_value,
         socket,
+        aws,
+        elastic_ips,
+        route53_records,
     )
     else {
         debug_assert!(
@@ -506,7 +883,6 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
         cluster: ClusterSettings {
             name,
             secret,
-            secret_file,
             heartbeat_interval,
             election_timeout,
         },
@@ -516,9 +892,13 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
             state_dir,
             role,
             priority,
+            record_value,
         },
         peers,
         status: StatusSettings { socket },
+        aws,
+        elastic_ips,
+        route53_records,
     })
 }
 
@@ -553,6 +933,45 @@ fn cluster_name(name: Option<String>, problems: &mut Vec<String>) -> Option<Stri
         ));
     }
     (problems.len() == before).then_some(name)
+}
+
+/// Exactly one of `secret-file` (read and checked now) and `secret-ssm-parameter` (fetched by
+/// the daemon at start).
+fn secret_source(
+    config_path: &Path,
+    file: Option<PathBuf>,
+    parameter: Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<SecretSource> {
+    match (file, parameter) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                "cluster.secret-file and cluster.secret-ssm-parameter are both set: the cluster \
+                 key comes from exactly one place; remove one of them"
+                    .to_string(),
+            );
+            None
+        }
+        (None, None) => {
+            problems.push(format!(
+                "cluster.secret-file (or cluster.secret-ssm-parameter) is required: point \
+                 secret-file at the key file shared by every member, e.g. secret-file = \
+                 \"/etc/ha-agent/cluster.key\", created with `{SECRET_RECIPE}` and copied to each \
+                 member; or name an SSM SecureString parameter holding the key, e.g. \
+                 secret-ssm-parameter = \"/ha-agent/web/key\""
+            ));
+            None
+        }
+        (Some(path), None) => {
+            let path = resolve_relative(config_path, path);
+            let secret = read_secret(&path, problems)?;
+            Some(SecretSource::File { path, secret })
+        }
+        (None, Some(parameter)) => {
+            ssm_parameter_name("cluster.secret-ssm-parameter", parameter, false, problems)
+                .map(|parameter| SecretSource::Ssm { parameter })
+        }
+    }
 }
 
 /// A relative path is taken relative to the directory holding the config file.
@@ -973,6 +1392,765 @@ fn status_socket(socket: Option<PathBuf>, problems: &mut Vec<String>) -> Option<
     absolute_path("status.socket", socket, DEFAULT_STATUS_SOCKET, problems)
 }
 
+/// `[node] record-value`: `Some(None)` when absent, `None` when invalid (a problem is pushed).
+/// Whether it suits the records that use it is checked with each record.
+fn node_record_value(value: Option<String>, problems: &mut Vec<String>) -> Option<Option<String>> {
+    match value {
+        Some(value) if value.trim().is_empty() => {
+            problems.push(
+                "node.record-value is empty: set this node's own value for the [[route53-record]] \
+                 entries with value = \"node\" (e.g. its IP address), or remove the key"
+                    .to_string(),
+            );
+            None
+        }
+        value => Some(value),
+    }
+}
+
+/// An optional key: `Some(None)` when absent, otherwise what `check` makes of the value
+/// (`None` when invalid, with a problem pushed).
+fn optional<T>(
+    value: Option<String>,
+    check: impl FnOnce(String) -> Option<T>,
+) -> Option<Option<T>> {
+    match value {
+        None => Some(None),
+        Some(value) => check(value).map(Some),
+    }
+}
+
+/// An SSM parameter name: a plain name, or a path that starts with '/'; letters, digits and
+/// `_.-/` only; at most 1011 characters and 15 levels. `written` marks a parameter the agent
+/// writes (`PutParameter`), which AWS refuses for names that start with "aws" or "ssm".
+fn ssm_parameter_name(
+    key: &str,
+    name: String,
+    written: bool,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    let example = if written {
+        "/ha-agent/web/leader"
+    } else {
+        "/ha-agent/web/key"
+    };
+    if name.is_empty() {
+        problems.push(format!(
+            "{key} is empty: name the SSM parameter, e.g. \"{example}\", or remove the key"
+        ));
+        return None;
+    }
+    let before = problems.len();
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/')))
+    {
+        problems.push(format!(
+            "{key} = {name:?} contains {bad:?}: SSM parameter names use only letters, digits, \
+             '_', '.', '-' and '/', e.g. \"{example}\""
+        ));
+    }
+    if name.contains('/') && !name.starts_with('/') {
+        problems.push(format!(
+            "{key} = {name:?} contains '/' but does not start with it: a parameter in a \
+             hierarchy is named by its full path, e.g. \"/{name}\""
+        ));
+    } else if name.contains('/') && name[1..].split('/').any(str::is_empty) {
+        // A name with a '/' starts with one here, so `[1..]` cuts at a character boundary.
+        problems.push(format!(
+            "{key} = {name:?} has an empty path segment ('//' or a trailing '/'): write the full \
+             path of the parameter, e.g. \"{example}\""
+        ));
+    }
+    if name.len() > MAX_SSM_PARAMETER_LEN {
+        problems.push(format!(
+            "{key} is {} characters long: SSM allows at most {MAX_SSM_PARAMETER_LEN}; choose a \
+             shorter name",
+            name.len()
+        ));
+    }
+    let levels = name
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .count();
+    if levels > MAX_SSM_PARAMETER_LEVELS {
+        problems.push(format!(
+            "{key} = {name:?} is {levels} levels deep: SSM allows at most \
+             {MAX_SSM_PARAMETER_LEVELS}; choose a shallower path"
+        ));
+    }
+    let bare = name.trim_start_matches('/').to_ascii_lowercase();
+    if written && (bare.starts_with("aws") || bare.starts_with("ssm")) {
+        problems.push(format!(
+            "{key} = {name:?} starts with \"aws\" or \"ssm\": AWS reserves those names and \
+             refuses to write them; choose another, e.g. \"{example}\""
+        ));
+    }
+    (problems.len() == before).then_some(name)
+}
+
+fn region(text: String, problems: &mut Vec<String>) -> Option<String> {
+    let shaped = !text.is_empty()
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if shaped {
+        return Some(text);
+    }
+    problems.push(format!(
+        "aws.region = {text:?} is not a region name: write it like \"us-east-1\" (lower-case \
+         letters, digits and '-'), or remove it to take this instance's region from IMDS"
+    ));
+    None
+}
+
+/// An EC2 id: `prefix` followed by lower-case hex digits, as many as one of `lengths` (any
+/// number if `lengths` is empty).
+fn resource_id(
+    key: &str,
+    text: String,
+    prefix: &str,
+    lengths: &[usize],
+    example: &str,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    let digits = text.strip_prefix(prefix).unwrap_or_default();
+    let shaped = !digits.is_empty()
+        && (lengths.is_empty() || lengths.contains(&digits.len()))
+        && digits
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+    if shaped {
+        return Some(text);
+    }
+    let count = match lengths {
+        [] => String::new(),
+        [only] => format!("{only} "),
+        [init @ .., last] => format!(
+            "{} or {last} ",
+            init.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    problems.push(format!(
+        "{key} = {text:?} is malformed: write \"{prefix}\" followed by {count}lower-case hex \
+         digits, e.g. \"{example}\""
+    ));
+    None
+}
+
+fn ipv4(key: &str, text: &str, example: &str, problems: &mut Vec<String>) -> Option<Ipv4Addr> {
+    match text.parse() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            problems.push(format!(
+                "{key} = {text:?} is not an IPv4 address: write it like \"{example}\""
+            ));
+            None
+        }
+    }
+}
+
+/// An `http://` or `https://` URL with a host (and maybe a port and a path); returned without
+/// trailing slashes, so that callers can append paths.
+fn http_url(key: &str, text: String, example: &str, problems: &mut Vec<String>) -> Option<String> {
+    let Some(rest) = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+    else {
+        problems.push(format!(
+            "{key} = {text:?} is not an http:// or https:// URL: write e.g. \"{example}\""
+        ));
+        return None;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let fault = if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("contains whitespace")
+    } else if text.contains(['?', '#']) {
+        Some("has a query or fragment")
+    } else if authority.contains('@') {
+        Some("carries credentials (user@): the SDK signs its calls itself")
+    } else if authority.is_empty() {
+        Some("has no host")
+    } else if !valid_authority(authority) {
+        Some("has no valid host[:port]")
+    } else {
+        None
+    };
+    if let Some(fault) = fault {
+        problems.push(format!(
+            "{key} = {text:?} {fault}: write a URL with a host and optional port, e.g. \
+             \"{example}\""
+        ));
+        return None;
+    }
+    Some(text.trim_end_matches('/').to_string())
+}
+
+/// `host[:port]`, where host is a name, an IPv4 address or a bracketed IPv6 address, and port
+/// a non-zero number.
+fn valid_authority(authority: &str) -> bool {
+    let (host_ok, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return false,
+            },
+        };
+        (host.parse::<Ipv6Addr>().is_ok(), port)
+    } else {
+        let (host, port) = match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        (host_ok, port)
+    };
+    host_ok && port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port > 0))
+}
+
+/// `[aws]`. `timing` is the cluster's (heartbeat interval, election timeout) when the leader
+/// makes AWS calls and both are valid; the rules that relate `[aws]` to them apply only then.
+fn aws_settings(
+    aws: AwsTable,
+    timing: Option<(Duration, Duration)>,
+    problems: &mut Vec<String>,
+) -> Option<AwsSettings> {
+    let region = optional(aws.region, |text| region(text, problems));
+    let instance_id = optional(aws.instance_id, |text| {
+        resource_id(
+            "aws.instance-id",
+            text,
+            "i-",
+            &[8, 17],
+            "i-0123456789abcdef0",
+            problems,
+        )
+    });
+    let network_interface_id = optional(aws.network_interface_id, |text| {
+        resource_id(
+            "aws.network-interface-id",
+            text,
+            "eni-",
+            &[],
+            "eni-0123456789abcdef0",
+            problems,
+        )
+    });
+    let private_ip = optional(aws.private_ip, |text| {
+        ipv4("aws.private-ip", &text, "10.0.1.10", problems)
+    });
+    let public_ip = optional(aws.public_ip, |text| {
+        ipv4("aws.public-ip", &text, "203.0.113.10", problems)
+    });
+    let imds_endpoint = http_url(
+        "aws.imds-endpoint",
+        aws.imds_endpoint
+            .unwrap_or_else(|| DEFAULT_IMDS_ENDPOINT.to_string()),
+        DEFAULT_IMDS_ENDPOINT,
+        problems,
+    );
+    let endpoint_url = optional(aws.endpoint_url, |text| {
+        http_url("aws.endpoint-url", text, "http://127.0.0.1:5000", problems)
+    });
+    let leader_parameter = optional(aws.leader_parameter, |text| {
+        ssm_parameter_name("aws.leader-parameter", text, true, problems)
+    });
+    let call_timeout = duration(
+        "aws.call-timeout",
+        aws.call_timeout,
+        DEFAULT_CALL_TIMEOUT,
+        problems,
+    )
+    .filter(|timeout| check_call_timeout(*timeout, timing, problems));
+    let reconcile_interval = duration(
+        "aws.reconcile-interval",
+        aws.reconcile_interval,
+        DEFAULT_RECONCILE_INTERVAL,
+        problems,
+    )
+    .filter(|interval| {
+        if *interval >= MIN_RECONCILE_INTERVAL {
+            return true;
+        }
+        problems.push(format!(
+            "aws.reconcile-interval = {} is too short: the leader re-checks every resource this \
+             often, and more often only spends AWS API quota and invites throttling; use at \
+             least {} (default {})",
+            humantime::format_duration(*interval),
+            humantime::format_duration(MIN_RECONCILE_INTERVAL),
+            humantime::format_duration(DEFAULT_RECONCILE_INTERVAL),
+        ));
+        false
+    });
+    let hand_off_after = duration(
+        "aws.hand-off-after",
+        aws.hand_off_after,
+        DEFAULT_HAND_OFF_AFTER,
+        problems,
+    )
+    .filter(|after| check_hand_off_after(*after, timing.map(|(_, election)| election), problems));
+    Some(AwsSettings {
+        region: region?,
+        instance_id: instance_id?,
+        network_interface_id: network_interface_id?,
+        private_ip: private_ip?,
+        public_ip: public_ip?,
+        imds_endpoint: imds_endpoint?,
+        endpoint_url: endpoint_url?,
+        leader_parameter: leader_parameter?,
+        call_timeout: call_timeout?,
+        reconcile_interval: reconcile_interval?,
+        hand_off_after: hand_off_after?,
+    })
+}
+
+/// The leader's lease for this cluster timing, computed as the daemon hands it to the core
+/// (whole milliseconds per tick, whole ticks per election timeout).
+fn lease(heartbeat_interval: Duration, election_ticks: u64) -> Duration {
+    let tick_ms = u64::try_from(heartbeat_interval.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(ha_agent_core::lease_duration_ms(tick_ms, election_ticks))
+}
+
+/// The lease rule (core crate docs, rule 4): a leader starts no AWS call whose deadline runs
+/// past the end of its lease. A lease is renewed by heartbeat rounds, so right after a renewal
+/// the leader holds about `lease - one heartbeat interval` of it; a call timeout longer than
+/// that would leave the leader unable to start any call at all. Hence
+/// `call_timeout + heartbeat_interval <= lease`, checked when `timing` is known.
+fn check_call_timeout(
+    timeout: Duration,
+    timing: Option<(Duration, Duration)>,
+    problems: &mut Vec<String>,
+) -> bool {
+    if timeout < MIN_CALL_TIMEOUT {
+        problems.push(format!(
+            "aws.call-timeout = {} is too short: an AWS call, retries included, needs more; use \
+             at least {} (default {})",
+            humantime::format_duration(timeout),
+            humantime::format_duration(MIN_CALL_TIMEOUT),
+            humantime::format_duration(DEFAULT_CALL_TIMEOUT),
+        ));
+        return false;
+    }
+    let Some((heartbeat, election)) = timing else {
+        return true;
+    };
+    let ticks = u64::try_from(election.as_nanos() / heartbeat.as_nanos().max(1)).unwrap_or(0);
+    let lease_now = lease(heartbeat, ticks);
+    if timeout + heartbeat <= lease_now {
+        return true;
+    }
+    let mut fixes = Vec::new();
+    let longest = lease_now.saturating_sub(heartbeat);
+    if longest >= MIN_CALL_TIMEOUT {
+        fixes.push(format!(
+            "lower aws.call-timeout to at most {}",
+            humantime::format_duration(longest)
+        ));
+    }
+    let max_ticks =
+        u64::try_from(MAX_ELECTION_TIMEOUT.as_nanos() / heartbeat.as_nanos().max(1)).unwrap_or(0);
+    if let Some(enough) =
+        (ticks + 1..=max_ticks).find(|t| timeout + heartbeat <= lease(heartbeat, *t))
+    {
+        fixes.push(format!(
+            "raise cluster.election-timeout to at least {} on every member",
+            humantime::format_duration(heartbeat * u32::try_from(enough).unwrap_or(u32::MAX))
+        ));
+    }
+    if fixes.is_empty() {
+        fixes.push("lower cluster.heartbeat-interval".to_string());
+    }
+    problems.push(format!(
+        "aws.call-timeout = {} does not fit inside the leader's lease: a leader starts no AWS \
+         call that could outlast its lease, and with cluster.heartbeat-interval = {} and \
+         cluster.election-timeout = {} the lease is {}, so call-timeout plus one heartbeat \
+         interval must be at most that; {}",
+        humantime::format_duration(timeout),
+        humantime::format_duration(heartbeat),
+        humantime::format_duration(election),
+        humantime::format_duration(lease_now),
+        fixes.join(", or "),
+    ));
+    false
+}
+
+/// Handing leadership over is itself a failover: the peer needs up to an election timeout to
+/// take over, and then its own time to claim. A leader must be given at least
+/// `MIN_HAND_OFF_ELECTION_TIMEOUTS` election timeouts before it gives up, or a slow AWS API
+/// would bounce leadership between members faster than any of them could finish.
+fn check_hand_off_after(
+    after: Duration,
+    election_timeout: Option<Duration>,
+    problems: &mut Vec<String>,
+) -> bool {
+    let Some(election) = election_timeout else {
+        return true;
+    };
+    let minimum = election * MIN_HAND_OFF_ELECTION_TIMEOUTS;
+    if after >= minimum {
+        return true;
+    }
+    problems.push(format!(
+        "aws.hand-off-after = {} is too short for cluster.election-timeout = {}: handing \
+         leadership to a peer is itself a failover, so a leader must get at least \
+         {MIN_HAND_OFF_ELECTION_TIMEOUTS} election timeouts to put its resources in place before \
+         it gives up, or a slow AWS API would bounce leadership between members; raise \
+         aws.hand-off-after to at least {} (default {}), or lower cluster.election-timeout",
+        humantime::format_duration(after),
+        humantime::format_duration(election),
+        humantime::format_duration(minimum),
+        humantime::format_duration(DEFAULT_HAND_OFF_AFTER),
+    ));
+    false
+}
+
+/// `[[elastic-ip]]` entries: well-formed ids, each allocation listed once.
+fn elastic_ip_settings(
+    tables: Vec<ElasticIpTable>,
+    problems: &mut Vec<String>,
+) -> Option<Vec<ElasticIpSettings>> {
+    let mut allocation_ids: Vec<Option<String>> = Vec::new();
+    let mut entries = Vec::new();
+    for (index, table) in tables.into_iter().enumerate() {
+        let key = format!("elastic-ip[{index}]");
+        let allocation_id = match table.allocation_id {
+            None => {
+                problems.push(format!(
+                    "{key}.allocation-id is required: the Elastic IP's allocation id, e.g. \
+                     allocation-id = \"eipalloc-0123456789abcdef0\" (`aws ec2 describe-addresses` \
+                     lists them)"
+                ));
+                None
+            }
+            Some(text) if text.parse::<std::net::IpAddr>().is_ok() => {
+                problems.push(format!(
+                    "{key}.allocation-id = {text:?} is an address, not an allocation id: find the \
+                     id with `aws ec2 describe-addresses --public-ips {text}` and write it, e.g. \
+                     \"eipalloc-0123456789abcdef0\""
+                ));
+                None
+            }
+            Some(text) => resource_id(
+                &format!("{key}.allocation-id"),
+                text,
+                "eipalloc-",
+                &[],
+                "eipalloc-0123456789abcdef0",
+                problems,
+            ),
+        };
+        if let Some(id) = &allocation_id {
+            if let Some(first) = allocation_ids
+                .iter()
+                .position(|other| other.as_ref() == Some(id))
+            {
+                problems.push(format!(
+                    "{key}.allocation-id = {id:?} is also the allocation id of \
+                     elastic-ip[{first}]: list each Elastic IP once; remove one of them"
+                ));
+            }
+        }
+        let network_interface_id = optional(table.network_interface_id, |text| {
+            resource_id(
+                &format!("{key}.network-interface-id"),
+                text,
+                "eni-",
+                &[],
+                "eni-0123456789abcdef0",
+                problems,
+            )
+        });
+        let private_ip = optional(table.private_ip, |text| {
+            ipv4(&format!("{key}.private-ip"), &text, "10.0.1.10", problems)
+        });
+        allocation_ids.push(allocation_id.clone());
+        entries.push(match (allocation_id, network_interface_id, private_ip) {
+            (Some(allocation_id), Some(network_interface_id), Some(private_ip)) => {
+                Some(ElasticIpSettings {
+                    allocation_id,
+                    network_interface_id,
+                    private_ip,
+                })
+            }
+            _ => None,
+        });
+    }
+    entries.into_iter().collect()
+}
+
+/// `[[route53-record]]` entries. `record_value` is `[node] record-value`: `None` when that key
+/// is invalid (already reported), `Some(None)` when it is absent.
+fn route53_record_settings(
+    tables: Vec<Route53RecordTable>,
+    record_value: Option<Option<&str>>,
+    problems: &mut Vec<String>,
+) -> Option<Vec<Route53RecordSettings>> {
+    // (zone, normalised name, type) of every entry so far, for the duplicate checks.
+    let mut seen: Vec<(Option<String>, Option<String>, Option<RecordType>)> = Vec::new();
+    let mut records = Vec::new();
+    for (index, table) in tables.into_iter().enumerate() {
+        let key = format!("route53-record[{index}]");
+        let zone = match table.hosted_zone_id {
+            None => {
+                problems.push(format!(
+                    "{key}.hosted-zone-id is required: the id of the zone that holds the record, \
+                     e.g. hosted-zone-id = \"Z0123456789ABCDEFGHIJ\" (`aws route53 \
+                     list-hosted-zones` lists them)"
+                ));
+                None
+            }
+            Some(text) => hosted_zone_id(&key, &text, problems),
+        };
+        let name = match table.name {
+            None => {
+                problems.push(format!(
+                    "{key}.name is required: the record's full name, e.g. name = \
+                     \"db.internal.example.com.\""
+                ));
+                None
+            }
+            Some(text) => record_name(&key, &text, problems),
+        };
+        let record_type = match table.record_type {
+            None => {
+                problems.push(format!(
+                    "{key}.type is required: \"A\", \"AAAA\", \"CNAME\" or \"TXT\", e.g. type = \
+                     \"A\""
+                ));
+                None
+            }
+            Some(text) => RecordType::parse(&text).or_else(|| {
+                problems.push(format!(
+                    "{key}.type = {text:?} is not a record type ha-agent manages: use \"A\", \
+                     \"AAAA\", \"CNAME\" or \"TXT\""
+                ));
+                None
+            }),
+        };
+        let ttl = table.ttl.unwrap_or(DEFAULT_RECORD_TTL);
+        let ttl = (0..=MAX_RECORD_TTL)
+            .contains(&ttl)
+            .then_some(ttl)
+            .or_else(|| {
+                problems.push(format!(
+                "{key}.ttl = {ttl} is out of range: use 0 to {MAX_RECORD_TTL} seconds (default \
+                 {DEFAULT_RECORD_TTL}: keep it short, so that resolvers follow a failover quickly)"
+            ));
+                None
+            });
+        let value = match table.value {
+            None => {
+                problems.push(format!(
+                    "{key}.value is required: \"private-ip\" or \"public-ip\" (the leader's \
+                     address, type A), or \"node\" (the leader's own [node] record-value)"
+                ));
+                None
+            }
+            Some(text) => RecordValue::parse(&text).or_else(|| {
+                problems.push(format!(
+                    "{key}.value = {text:?} is not a record value: use \"private-ip\" or \
+                     \"public-ip\" (the leader's address, type A), or \"node\" (the leader's own \
+                     [node] record-value)"
+                ));
+                None
+            }),
+        }
+        .filter(|value| check_record_value(&key, value, record_type, record_value, problems));
+        if let (Some(zone), Some(name), Some(kind)) = (&zone, &name, record_type) {
+            check_record_unique(&key, zone, name, kind, &seen, problems);
+        }
+        seen.push((zone.clone(), name.clone(), record_type));
+        records.push(match (zone, name, record_type, ttl, value) {
+            (Some(hosted_zone_id), Some(name), Some(record_type), Some(ttl), Some(value)) => {
+                Some(Route53RecordSettings {
+                    hosted_zone_id,
+                    name,
+                    record_type,
+                    ttl,
+                    value,
+                })
+            }
+            _ => None,
+        });
+    }
+    records.into_iter().collect()
+}
+
+/// A hosted zone id as Route53 shows it, with or without its `/hostedzone/` prefix; returned
+/// bare.
+fn hosted_zone_id(key: &str, text: &str, problems: &mut Vec<String>) -> Option<String> {
+    let id = text.strip_prefix("/hostedzone/").unwrap_or(text);
+    if !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    {
+        return Some(id.to_string());
+    }
+    let hint = if id.contains('.') {
+        format!(
+            "; that looks like the zone's name: find its id with `aws route53 \
+             list-hosted-zones-by-name --dns-name {id}`"
+        )
+    } else {
+        String::new()
+    };
+    problems.push(format!(
+        "{key}.hosted-zone-id = {text:?} is not a hosted zone id: write the id Route53 gives the \
+         zone, upper-case letters and digits, e.g. \"Z0123456789ABCDEFGHIJ\"{hint}"
+    ));
+    None
+}
+
+/// A record name, normalised to lower case with a trailing dot.
+fn record_name(key: &str, text: &str, problems: &mut Vec<String>) -> Option<String> {
+    let example = "\"db.internal.example.com.\"";
+    if text.is_empty() {
+        problems.push(format!(
+            "{key}.name is empty: write the record's full name, e.g. {example}"
+        ));
+        return None;
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        problems.push(format!(
+            "{key}.name = {text:?} contains whitespace: write the record's full name, e.g. \
+             {example}"
+        ));
+        return None;
+    }
+    let mut name = text.to_ascii_lowercase();
+    if !name.ends_with('.') {
+        name.push('.');
+    }
+    if name.len() > MAX_RECORD_NAME_LEN {
+        problems.push(format!(
+            "{key}.name is {} characters long (with its trailing dot): DNS names have at most \
+             {MAX_RECORD_NAME_LEN}",
+            name.len()
+        ));
+        return None;
+    }
+    if name[..name.len() - 1].split('.').any(str::is_empty) {
+        problems.push(format!(
+            "{key}.name = {text:?} has an empty label ('..' or a leading dot): write the record's \
+             full name, e.g. {example}"
+        ));
+        return None;
+    }
+    Some(name)
+}
+
+/// The rules between a record's value and its type: the node's addresses are IPv4, so
+/// "private-ip" and "public-ip" need type A; "node" needs this node's record-value, of the
+/// record's address family for A and AAAA.
+fn check_record_value(
+    key: &str,
+    value: &RecordValue,
+    record_type: Option<RecordType>,
+    record_value: Option<Option<&str>>,
+    problems: &mut Vec<String>,
+) -> bool {
+    match value {
+        RecordValue::PrivateIp | RecordValue::PublicIp => match record_type {
+            Some(kind) if kind != RecordType::A => {
+                problems.push(format!(
+                    "{key}.value = \"{}\" requires type = \"A\" (the node's address is IPv4), \
+                     but {key}.type = \"{}\": use type = \"A\", or value = \"node\" with every \
+                     node's own [node] record-value",
+                    value.as_str(),
+                    kind.as_str()
+                ));
+                false
+            }
+            _ => true,
+        },
+        RecordValue::Node => match record_value {
+            // node.record-value itself is invalid, and reported.
+            None => false,
+            Some(None) => {
+                problems.push(format!(
+                    "{key}.value = \"node\" needs node.record-value: the record takes the \
+                     leader's own value, so every node must set its own record-value under \
+                     [node] (e.g. record-value = \"10.0.1.10\" for type A), each with its own \
+                     address"
+                ));
+                false
+            }
+            Some(Some(text)) => {
+                let family = match record_type {
+                    Some(RecordType::A) if text.parse::<Ipv4Addr>().is_err() => {
+                        Some(("IPv4", "10.0.1.10"))
+                    }
+                    Some(RecordType::Aaaa) if text.parse::<Ipv6Addr>().is_err() => {
+                        Some(("IPv6", "fd00::10"))
+                    }
+                    _ => None,
+                };
+                let Some((family, example)) = family else {
+                    return true;
+                };
+                problems.push(format!(
+                    "node.record-value = {text:?} is not an {family} address, but {key} (type \
+                     {}, value = \"node\") needs one: set this node's own {family} address, \
+                     e.g. record-value = \"{example}\"",
+                    record_type.map(RecordType::as_str).unwrap_or_default()
+                ));
+                false
+            }
+        },
+    }
+}
+
+/// Two entries for one (zone, name, type) would fight over one record set; and DNS allows no
+/// other record beside a CNAME of the same name.
+fn check_record_unique(
+    key: &str,
+    zone: &str,
+    name: &str,
+    kind: RecordType,
+    seen: &[(Option<String>, Option<String>, Option<RecordType>)],
+    problems: &mut Vec<String>,
+) {
+    for (first, (other_zone, other_name, other_kind)) in seen.iter().enumerate() {
+        if other_zone.as_deref() != Some(zone) || other_name.as_deref() != Some(name) {
+            continue;
+        }
+        let Some(other_kind) = *other_kind else {
+            continue;
+        };
+        if other_kind == kind {
+            problems.push(format!(
+                "{key}.name = {name:?} (type {}, zone {zone}) is also route53-record[{first}]: \
+                 two entries would fight over one record; remove one of them",
+                kind.as_str()
+            ));
+            return;
+        }
+        if kind == RecordType::Cname || other_kind == RecordType::Cname {
+            problems.push(format!(
+                "{key}.name = {name:?} (type {}, zone {zone}) is also the name of \
+                 route53-record[{first}] (type {}), and DNS allows no other record beside a \
+                 CNAME of the same name; use another name or remove one of them",
+                kind.as_str(),
+                other_kind.as_str()
+            ));
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -982,6 +2160,22 @@ mod tests {
     const SHIPPED: &str = include_str!("../../packaging/ha-agent.toml");
     const SHIPPED_SECRET_FILE: &str = "/etc/ha-agent/cluster.key";
     const KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NQ==";
+    /// An `[aws]` table that gives this node's whole identity (no IMDS needed).
+    const IDENTITY: &str = "\n[aws]\nregion = \"us-east-1\"\n\
+                            instance-id = \"i-0123456789abcdef0\"\n\
+                            network-interface-id = \"eni-0123456789abcdef0\"\n\
+                            private-ip = \"10.0.1.10\"\n";
+    /// One resource of each kind, appended to the fixture by [`Fixture::with_resources`].
+    const RESOURCES: &str = r#"
+[[elastic-ip]]
+allocation-id = "eipalloc-0123456789abcdef0"
+
+[[route53-record]]
+hosted-zone-id = "Z0123456789ABCDEFGHIJ"
+name = "db.internal.example.com."
+type = "A"
+value = "private-ip"
+"#;
 
     /// A directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -1065,6 +2259,20 @@ role = "witness"
             )
         }
 
+        /// The valid configuration plus one Elastic IP and one Route53 record.
+        fn with_resources(&self) -> String {
+            format!("{}{RESOURCES}", self.valid())
+        }
+
+        /// The valid configuration with these `[[route53-record]]` bodies (and no Elastic IP).
+        fn with_records(&self, records: &[&str]) -> String {
+            let mut text = self.valid();
+            for record in records {
+                text.push_str(&format!("\n[[route53-record]]\n{record}\n"));
+            }
+            text
+        }
+
         fn load(&self, text: &str) -> Result<Settings, ConfigErrors> {
             Settings::from_toml_str(&self.config, text)
         }
@@ -1090,6 +2298,14 @@ role = "witness"
     fn replace(text: &str, from: &str, to: &str) -> String {
         assert!(text.contains(from), "fixture does not contain {from:?}");
         text.replacen(from, to, 1)
+    }
+
+    /// The key file and key bytes of settings whose secret comes from a file.
+    fn file_secret(settings: &Settings) -> (&Path, &[u8]) {
+        match &settings.cluster.secret {
+            SecretSource::File { path, secret } => (path, secret.as_bytes()),
+            other => panic!("expected a secret file, got {other:?}"),
+        }
     }
 
     #[test]
@@ -1119,7 +2335,36 @@ role = "witness"
         assert_eq!(settings.cluster.election_timeout, DEFAULT_ELECTION_TIMEOUT);
         assert_eq!(settings.node.state_dir, Path::new(DEFAULT_STATE_DIR));
         assert_eq!(settings.status.socket, Path::new(DEFAULT_STATUS_SOCKET));
-        assert_eq!(settings.cluster.secret.as_bytes(), KEY.as_bytes());
+        assert_eq!(file_secret(&settings).1, KEY.as_bytes());
+        assert_eq!(settings.aws.call_timeout, DEFAULT_CALL_TIMEOUT);
+        let eips: Vec<_> = settings
+            .elastic_ips
+            .iter()
+            .map(|eip| eip.allocation_id.as_str())
+            .collect();
+        assert_eq!(eips, ["eipalloc-0123456789abcdef0"]);
+        let records: Vec<_> = settings
+            .route53_records
+            .iter()
+            .map(|r| {
+                (
+                    r.hosted_zone_id.as_str(),
+                    r.name.as_str(),
+                    r.record_type,
+                    r.ttl,
+                )
+            })
+            .collect();
+        assert_eq!(
+            records,
+            [(
+                "Z0123456789ABCDEFGHIJ",
+                "db.internal.example.com.",
+                RecordType::A,
+                10
+            )]
+        );
+        assert!(settings.warnings().is_empty(), "{:?}", settings.warnings());
     }
 
     #[test]
@@ -1136,6 +2381,24 @@ role = "witness"
             "priority",
             "address",
             "socket",
+            "secret-ssm-parameter",
+            "record-value",
+            "region",
+            "instance-id",
+            "network-interface-id",
+            "private-ip",
+            "public-ip",
+            "imds-endpoint",
+            "endpoint-url",
+            "leader-parameter",
+            "call-timeout",
+            "reconcile-interval",
+            "hand-off-after",
+            "allocation-id",
+            "hosted-zone-id",
+            "type",
+            "ttl",
+            "value",
         ] {
             assert!(
                 SHIPPED.contains(&format!("{key} =")),
@@ -1150,8 +2413,10 @@ role = "witness"
         let settings = fixture.load(&fixture.valid()).expect("valid config");
         assert_eq!(settings.config_path, fixture.config);
         assert_eq!(settings.cluster.name, "web");
-        assert_eq!(settings.cluster.secret.as_bytes(), KEY.as_bytes());
-        assert_eq!(settings.cluster.secret_file, fixture.secret);
+        assert_eq!(
+            file_secret(&settings),
+            (fixture.secret.as_path(), KEY.as_bytes())
+        );
         assert_eq!(
             settings.cluster.heartbeat_interval,
             Duration::from_millis(100)
@@ -1179,7 +2444,27 @@ role = "witness"
             settings.status.socket,
             Path::new("/run/ha-agent/status.sock")
         );
-        assert!(settings.warnings().is_empty(), "{:?}", settings.warnings());
+        assert_eq!(settings.node.record_value, None);
+        let aws = &settings.aws;
+        assert_eq!(aws.region, None);
+        assert_eq!(aws.instance_id, None);
+        assert_eq!(aws.network_interface_id, None);
+        assert_eq!(aws.private_ip, None);
+        assert_eq!(aws.public_ip, None);
+        assert_eq!(aws.imds_endpoint, "http://169.254.169.254");
+        assert_eq!(aws.endpoint_url, None);
+        assert_eq!(aws.leader_parameter, None);
+        assert_eq!(aws.call_timeout, Duration::from_millis(500));
+        assert_eq!(aws.reconcile_interval, Duration::from_secs(10));
+        assert_eq!(aws.hand_off_after, Duration::from_secs(30));
+        assert!(settings.elastic_ips.is_empty());
+        assert!(settings.route53_records.is_empty());
+        assert!(!settings.uses_aws());
+        assert!(!settings.needs_imds());
+        // The fixture moves nothing, which is the one thing worth a warning.
+        let warnings = settings.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_problem(&warnings, &["[[elastic-ip]]", "move nothing"]);
     }
 
     #[test]
@@ -1295,7 +2580,14 @@ role = "witness"
         let fixture = Fixture::new();
         let problems = fixture.problems("[[peer]]\nid = 2\n");
         assert_problem(&problems, &["cluster.name is required"]);
-        assert_problem(&problems, &["cluster.secret-file is required"]);
+        assert_problem(
+            &problems,
+            &[
+                "cluster.secret-file (or cluster.secret-ssm-parameter) is required",
+                "head -c 32 /dev/urandom",
+                "secret-ssm-parameter = \"/ha-agent/web/key\"",
+            ],
+        );
         assert_problem(&problems, &["node.id is required"]);
         assert_problem(&problems, &["node.listen is required"]);
         assert_problem(&problems, &["peer[0].address is required"]);
@@ -1602,8 +2894,10 @@ role = "witness"
             "\"cluster.key\"",
         );
         let settings = fixture.load(&text).expect("relative secret file");
-        assert_eq!(settings.cluster.secret_file, fixture.secret);
-        assert_eq!(settings.cluster.secret.as_bytes(), KEY.as_bytes());
+        assert_eq!(
+            file_secret(&settings),
+            (fixture.secret.as_path(), KEY.as_bytes())
+        );
     }
 
     #[test]
@@ -1662,8 +2956,11 @@ role = "witness"
         let shown = format!("{settings:?}");
         assert!(!shown.contains(KEY), "{shown}");
         assert!(!shown.contains(&KEY[..8]), "{shown}");
+        let SecretSource::File { secret, .. } = &settings.cluster.secret else {
+            panic!("expected a secret file");
+        };
         assert_eq!(
-            format!("{:?}", settings.cluster.secret),
+            format!("{secret:?}"),
             format!("Secret(<{} bytes, redacted>)", KEY.len())
         );
     }
@@ -1672,7 +2969,9 @@ role = "witness"
     fn status_socket_is_found_without_the_secret_file() {
         let dir = TempDir::new();
         let text = "[cluster]\nname = \"web\"\nsecret-file = \"/nonexistent/key\"\n\
-                    [node]\nid = 0\n";
+                    [node]\nid = 0\nrecord-value = 7\n[aws]\ncall-timeout = \"1ms\"\n\
+                    [[elastic-ip]]\nallocation-id = \"nope\"\n\
+                    [[route53-record]]\nname = \"\"\n";
         let path = dir.write("default.toml", text, 0o640);
         assert_eq!(
             status_socket_from_file(&path).unwrap(),
@@ -1732,5 +3031,895 @@ role = "witness"
             );
         }
         assert!(!summary.contains(KEY), "{summary}");
+    }
+    #[test]
+    fn ssm_secret_needs_no_secret_file() {
+        let fixture = Fixture::new();
+        let text = replace(
+            &fixture.valid(),
+            &format!("secret-file = \"{}\"", fixture.secret.display()),
+            "secret-ssm-parameter = \"/ha-agent/web/key\"",
+        );
+        fs::remove_file(&fixture.secret).unwrap();
+        let settings = fixture
+            .load(&text)
+            .expect("an SSM secret needs no key file");
+        let SecretSource::Ssm { parameter } = &settings.cluster.secret else {
+            panic!("expected an SSM secret, got {:?}", settings.cluster.secret);
+        };
+        assert_eq!(parameter, "/ha-agent/web/key");
+        assert!(settings.uses_aws(), "fetching the secret is an AWS call");
+        assert!(settings.needs_imds(), "the region comes from IMDS");
+        assert!(settings
+            .summary()
+            .contains("SSM parameter /ha-agent/web/key (SecureString, fetched at start)"));
+        let plain = replace(&text, "\"/ha-agent/web/key\"", "\"ha-agent.web-key_1\"");
+        assert!(fixture.load(&plain).is_ok(), "plain names are fine");
+    }
+
+    #[test]
+    fn secret_file_and_ssm_parameter_are_exclusive() {
+        let fixture = Fixture::new();
+        let text = replace(
+            &fixture.valid(),
+            "[node]",
+            "secret-ssm-parameter = \"/ha-agent/web/key\"\n[node]",
+        );
+        assert_problem(
+            &fixture.problems(&text),
+            &[
+                "cluster.secret-file and cluster.secret-ssm-parameter are both set",
+                "remove one of them",
+            ],
+        );
+    }
+
+    #[test]
+    fn parameter_value_is_checked_like_a_key_file() {
+        let secret = Secret::from_parameter_value("/ha-agent/web/key", &format!("  {KEY}\n"))
+            .expect("a long key");
+        assert_eq!(secret.as_bytes(), KEY.as_bytes());
+        let error = Secret::from_parameter_value("/ha-agent/web/key", " short \n").unwrap_err();
+        for needle in [
+            "cluster.secret-ssm-parameter = \"/ha-agent/web/key\"",
+            "only 5 bytes",
+            "at least 16",
+            "aws ssm put-parameter --type SecureString --name /ha-agent/web/key --value",
+        ] {
+            assert!(error.contains(needle), "{needle:?} not in {error}");
+        }
+    }
+
+    #[test]
+    fn ssm_parameter_names_are_checked() {
+        let fixture = Fixture::new();
+        let secret_line = format!("secret-file = \"{}\"", fixture.secret.display());
+        let as_secret = |name: &str| {
+            replace(
+                &fixture.valid(),
+                &secret_line,
+                &format!("secret-ssm-parameter = \"{name}\""),
+            )
+        };
+        let as_leader = |name: &str| {
+            format!(
+                "{}\n[aws]\nleader-parameter = \"{name}\"\n",
+                fixture.valid()
+            )
+        };
+        let deep = "/a".repeat(16);
+        let long = format!("/{}", "k".repeat(1011));
+        let cases = [
+            ("", "is empty"),
+            ("ha-agent/web/key", "does not start with it"),
+            ("/ha agent/key", "' '"),
+            ("/ha-agent/web:key", "':'"),
+            ("é/key", "'é'"),
+            ("/clé", "'é'"),
+            ("/ha-agent//key", "empty path segment"),
+            ("/ha-agent/key/", "empty path segment"),
+            ("/", "empty path segment"),
+            (long.as_str(), "at most 1011"),
+            (deep.as_str(), "at most 15"),
+        ];
+        for (name, needle) in cases {
+            assert_problem(
+                &fixture.problems(&as_secret(name)),
+                &["cluster.secret-ssm-parameter", needle],
+            );
+            assert_problem(
+                &fixture.problems(&as_leader(name)),
+                &["aws.leader-parameter", needle],
+            );
+        }
+        for reserved in ["/aws/ha-agent/leader", "SSM-leader"] {
+            assert_problem(
+                &fixture.problems(&as_leader(reserved)),
+                &["aws.leader-parameter", "AWS reserves those names"],
+            );
+        }
+        // Reading is fine there: /aws/reference/secretsmanager/... reads Secrets Manager.
+        assert!(fixture
+            .load(&as_secret("/aws/reference/secretsmanager/web-key"))
+            .is_ok());
+        let longest = format!("/{}", "k".repeat(1010));
+        let settings = fixture.load(&as_leader(&longest)).expect("1011 characters");
+        assert_eq!(
+            settings.aws.leader_parameter.as_deref(),
+            Some(longest.as_str())
+        );
+        assert!(settings.uses_aws(), "the leader writes the parameter");
+        assert!(fixture.load(&as_leader(&"/a".repeat(15))).is_ok());
+    }
+
+    #[test]
+    fn needs_imds_only_when_aws_is_used_and_the_identity_is_incomplete() {
+        let fixture = Fixture::new();
+        let settings = fixture.load(&fixture.valid()).unwrap();
+        assert!(!settings.uses_aws() && !settings.needs_imds());
+        let settings = fixture.load(&fixture.with_resources()).unwrap();
+        assert!(settings.uses_aws() && settings.needs_imds());
+
+        let settings = fixture
+            .load(&format!("{}{IDENTITY}", fixture.with_resources()))
+            .unwrap();
+        assert!(settings.uses_aws() && !settings.needs_imds());
+        assert_eq!(settings.aws.region.as_deref(), Some("us-east-1"));
+        assert_eq!(
+            settings.aws.instance_id.as_deref(),
+            Some("i-0123456789abcdef0")
+        );
+        assert_eq!(
+            settings.aws.network_interface_id.as_deref(),
+            Some("eni-0123456789abcdef0")
+        );
+        assert_eq!(settings.aws.private_ip, Some(Ipv4Addr::new(10, 0, 1, 10)));
+        for missing in [
+            "region = \"us-east-1\"\n",
+            "instance-id = \"i-0123456789abcdef0\"\n",
+            "network-interface-id = \"eni-0123456789abcdef0\"\n",
+            "private-ip = \"10.0.1.10\"\n",
+        ] {
+            let text = format!(
+                "{}{}",
+                fixture.with_resources(),
+                replace(IDENTITY, missing, "")
+            );
+            assert!(
+                fixture.load(&text).unwrap().needs_imds(),
+                "without {missing}"
+            );
+        }
+        // Identity without any AWS use: nothing to ask IMDS for.
+        let settings = fixture
+            .load(&format!(
+                "{}\n[aws]\nregion = \"us-east-1\"\n",
+                fixture.valid()
+            ))
+            .unwrap();
+        assert!(!settings.uses_aws() && !settings.needs_imds());
+
+        // A public-ip record needs the public IP too.
+        let public = replace(&fixture.with_resources(), "\"private-ip\"", "\"public-ip\"");
+        let settings = fixture.load(&format!("{public}{IDENTITY}")).unwrap();
+        assert!(settings.needs_imds(), "the public IP comes from IMDS");
+        let settings = fixture
+            .load(&format!("{public}{IDENTITY}public-ip = \"203.0.113.10\"\n"))
+            .unwrap();
+        assert!(!settings.needs_imds());
+        assert_eq!(settings.aws.public_ip, Some(Ipv4Addr::new(203, 0, 113, 10)));
+    }
+
+    #[test]
+    fn aws_identity_overrides_are_checked() {
+        let fixture = Fixture::new();
+        let with = |line: &str| format!("{}\n[aws]\n{line}\n", fixture.with_resources());
+        let cases = [
+            ("region = \"US-East-1\"", "aws.region", "like \"us-east-1\""),
+            ("region = \"us_east_1\"", "aws.region", "remove it"),
+            ("region = \"-us-east-1\"", "aws.region", "not a region"),
+            ("region = \"\"", "aws.region", "not a region"),
+            ("instance-id = \"i-0123\"", "aws.instance-id", "8 or 17"),
+            (
+                "instance-id = \"i-0123456789ABCDEF0\"",
+                "aws.instance-id",
+                "lower-case hex",
+            ),
+            (
+                "instance-id = \"0123456789abcdef0\"",
+                "aws.instance-id",
+                "\"i-\"",
+            ),
+            (
+                "network-interface-id = \"eni-xyz\"",
+                "aws.network-interface-id",
+                "\"eni-\" followed by lower-case hex digits",
+            ),
+            (
+                "network-interface-id = \"i-0123456789abcdef0\"",
+                "aws.network-interface-id",
+                "e.g. \"eni-0123456789abcdef0\"",
+            ),
+            ("private-ip = \"10.0.1\"", "aws.private-ip", "not an IPv4"),
+            ("private-ip = \"fd00::10\"", "aws.private-ip", "not an IPv4"),
+            ("public-ip = \"203.0.113\"", "aws.public-ip", "not an IPv4"),
+        ];
+        for (line, key, needle) in cases {
+            assert_problem(&fixture.problems(&with(line)), &[key, needle]);
+        }
+        for id in ["i-01234567", "i-0123456789abcdef0"] {
+            let settings = fixture
+                .load(&with(&format!("instance-id = \"{id}\"")))
+                .expect("8 and 17 digits");
+            assert_eq!(settings.aws.instance_id.as_deref(), Some(id));
+        }
+        assert!(fixture.load(&with("region = \"eu-central-2\"")).is_ok());
+        let text = with("colour = \"blue\"");
+        assert_problem(&fixture.problems(&text), &["unknown field", "colour"]);
+    }
+
+    #[test]
+    fn endpoints_are_http_urls_without_trailing_slash() {
+        let fixture = Fixture::new();
+        let with = |line: &str| format!("{}\n[aws]\n{line}\n", fixture.with_resources());
+        let cases = [
+            ("169.254.169.254", "http:// or https://"),
+            ("ftp://169.254.169.254", "http:// or https://"),
+            ("http://", "has no host"),
+            ("http:///latest", "has no host"),
+            ("http://user:pw@169.254.169.254", "carries credentials"),
+            ("http://169.254.169.254:0", "host[:port]"),
+            ("http://169.254.169.254:http", "host[:port]"),
+            ("http://[fd00::1", "host[:port]"),
+            ("http://fd00::1", "host[:port]"),
+            ("http://169.254.169.254?x=1", "query"),
+            ("http://169.254 .169.254", "whitespace"),
+        ];
+        for (url, needle) in cases {
+            for key in ["imds-endpoint", "endpoint-url"] {
+                let text = with(&format!("{key} = \"{url}\""));
+                assert_problem(&fixture.problems(&text), &[&format!("aws.{key}"), needle]);
+            }
+        }
+        let settings = fixture
+            .load(&with(
+                "imds-endpoint = \"http://[fd00:ec2::254]/\"\n\
+                 endpoint-url = \"https://moto.test:5000/\"",
+            ))
+            .unwrap();
+        assert_eq!(settings.aws.imds_endpoint, "http://[fd00:ec2::254]");
+        assert_eq!(
+            settings.aws.endpoint_url.as_deref(),
+            Some("https://moto.test:5000")
+        );
+        let settings = fixture
+            .load(&with("endpoint-url = \"http://127.0.0.1:5000/proxy/\""))
+            .unwrap();
+        assert_eq!(
+            settings.aws.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:5000/proxy")
+        );
+    }
+
+    #[test]
+    fn lease_at_default_timing_is_805ms() {
+        assert_eq!(
+            lease(DEFAULT_HEARTBEAT_INTERVAL, 10),
+            Duration::from_millis(805)
+        );
+    }
+
+    #[test]
+    fn call_timeout_must_fit_inside_the_lease() {
+        let fixture = Fixture::new();
+        let with = |line: &str| format!("{}\n[aws]\n{line}\n", fixture.with_resources());
+        assert_problem(
+            &fixture.problems(&with("call-timeout = \"40ms\"")),
+            &["aws.call-timeout = 40ms", "at least 50ms"],
+        );
+        assert_problem(
+            &fixture.problems(&with("call-timeout = \"fast\"")),
+            &["aws.call-timeout", "not a duration"],
+        );
+        // Lease 805ms at the defaults: 705ms plus a 100ms heartbeat fits, 706ms does not.
+        let settings = fixture
+            .load(&with("call-timeout = \"705ms\""))
+            .expect("705ms fits");
+        assert_eq!(settings.aws.call_timeout, Duration::from_millis(705));
+        assert_problem(
+            &fixture.problems(&with("call-timeout = \"706ms\"")),
+            &[
+                "aws.call-timeout = 706ms does not fit inside the leader's lease",
+                "a leader starts no AWS call that could outlast its lease",
+                "the lease is 805ms",
+                "lower aws.call-timeout to at most 705ms",
+                "raise cluster.election-timeout to at least 1s 100ms",
+            ],
+        );
+        // The default call timeout against a short election timeout.
+        let short = replace(
+            &fixture.with_resources(),
+            "[node]",
+            "heartbeat-interval = \"50ms\"\nelection-timeout = \"250ms\"\n[node]",
+        );
+        assert_problem(
+            &fixture.problems(&short),
+            &[
+                "aws.call-timeout = 500ms",
+                "the lease is 140ms",
+                "lower aws.call-timeout to at most 90ms",
+                "raise cluster.election-timeout to at least 700ms",
+            ],
+        );
+        // A lease too short for any call: only raising the election timeout helps.
+        let tiny = replace(
+            &fixture.with_resources(),
+            "[node]",
+            "heartbeat-interval = \"10ms\"\nelection-timeout = \"100ms\"\n[node]",
+        );
+        let problems = fixture.problems(&format!("{tiny}\n[aws]\ncall-timeout = \"50ms\"\n"));
+        assert_problem(
+            &problems,
+            &["aws.call-timeout", "raise cluster.election-timeout"],
+        );
+        assert!(
+            !problems
+                .iter()
+                .any(|p| p.contains("lower aws.call-timeout")),
+            "{problems:#?}"
+        );
+        // Without floating resources or a leader parameter the leader makes no AWS calls.
+        let idle = replace(
+            &fixture.valid(),
+            "[node]",
+            "heartbeat-interval = \"50ms\"\nelection-timeout = \"250ms\"\n[node]",
+        );
+        assert!(fixture.load(&idle).is_ok());
+        assert!(fixture
+            .load(&format!(
+                "{}\n[aws]\ncall-timeout = \"5s\"\n",
+                fixture.valid()
+            ))
+            .is_ok());
+        let leader = format!(
+            "{}\n[aws]\ncall-timeout = \"5s\"\nleader-parameter = \"/ha-agent/web/leader\"\n",
+            fixture.valid()
+        );
+        assert_problem(
+            &fixture.problems(&leader),
+            &["aws.call-timeout = 5s", "outlast its lease"],
+        );
+    }
+
+    #[test]
+    fn reconcile_interval_and_hand_off_after_are_checked() {
+        let fixture = Fixture::new();
+        let with = |line: &str| format!("{}\n[aws]\n{line}\n", fixture.with_resources());
+        assert_problem(
+            &fixture.problems(&with("reconcile-interval = \"999ms\"")),
+            &["aws.reconcile-interval = 999ms", "at least 1s"],
+        );
+        assert_problem(
+            &fixture.problems(&with("reconcile-interval = \"often\"")),
+            &["aws.reconcile-interval", "not a duration"],
+        );
+        assert_problem(
+            &fixture.problems(&with("hand-off-after = \"1s 999ms\"")),
+            &[
+                "aws.hand-off-after = 1s 999ms",
+                "cluster.election-timeout = 1s",
+                "at least 2s",
+            ],
+        );
+        let settings = fixture
+            .load(&with(
+                "reconcile-interval = \"1s\"\nhand-off-after = \"2s\"",
+            ))
+            .expect("the minimums are fine");
+        assert_eq!(settings.aws.reconcile_interval, Duration::from_secs(1));
+        assert_eq!(settings.aws.hand_off_after, Duration::from_secs(2));
+        // A long election timeout makes the default hand-off too short.
+        let slow = replace(
+            &fixture.with_resources(),
+            "[node]",
+            "election-timeout = \"20s\"\n[node]",
+        );
+        assert_problem(
+            &fixture.problems(&slow),
+            &[
+                "aws.hand-off-after = 30s",
+                "at least 40s",
+                "lower cluster.election-timeout",
+            ],
+        );
+        let slow_idle = replace(
+            &fixture.valid(),
+            "[node]",
+            "election-timeout = \"20s\"\n[node]",
+        );
+        assert!(
+            fixture.load(&slow_idle).is_ok(),
+            "no AWS calls, no hand-off"
+        );
+    }
+
+    #[test]
+    fn elastic_ips_are_checked() {
+        let fixture = Fixture::new();
+        let with = |entries: &[&str]| {
+            let mut text = fixture.valid();
+            for entry in entries {
+                text.push_str(&format!("\n[[elastic-ip]]\n{entry}\n"));
+            }
+            text
+        };
+        let cases = [
+            (
+                "network-interface-id = \"eni-0123456789abcdef0\"",
+                "elastic-ip[0].allocation-id is required",
+            ),
+            (
+                "allocation-id = \"eipalloc-XYZ\"",
+                "elastic-ip[0].allocation-id = \"eipalloc-XYZ\" is malformed",
+            ),
+            (
+                "allocation-id = \"0123456789abcdef0\"",
+                "\"eipalloc-\" followed by",
+            ),
+            (
+                "allocation-id = \"203.0.113.7\"",
+                "describe-addresses --public-ips 203.0.113.7",
+            ),
+            (
+                "allocation-id = \"eipalloc-0123456789abcdef0\"\nnetwork-interface-id = \"eth0\"",
+                "elastic-ip[0].network-interface-id = \"eth0\" is malformed",
+            ),
+            (
+                "allocation-id = \"eipalloc-0123456789abcdef0\"\nprivate-ip = \"10.0.1.300\"",
+                "elastic-ip[0].private-ip = \"10.0.1.300\" is not an IPv4 address",
+            ),
+        ];
+        for (entry, needle) in cases {
+            assert_problem(&fixture.problems(&with(&[entry])), &[needle]);
+        }
+        let problems = fixture.problems(&with(&[
+            "allocation-id = \"eipalloc-0123456789abcdef0\"",
+            "allocation-id = \"eipalloc-00000001\"",
+            "allocation-id = \"eipalloc-0123456789abcdef0\"",
+        ]));
+        assert_problem(
+            &problems,
+            &[
+                "elastic-ip[2].allocation-id",
+                "also the allocation id of elastic-ip[0]",
+                "remove one",
+            ],
+        );
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_problem(
+            &fixture.problems(&with(&[
+                "allocation-id = \"eipalloc-01\"\ncolour = \"blue\"",
+            ])),
+            &["unknown field", "colour"],
+        );
+
+        // Interface and private IP default independently.
+        let settings = fixture
+            .load(&with(&[
+                "allocation-id = \"eipalloc-0123456789abcdef0\"",
+                "allocation-id = \"eipalloc-00000001\"\nprivate-ip = \"10.0.1.20\"",
+                "allocation-id = \"eipalloc-00000002\"\nnetwork-interface-id = \"eni-0a1b2c3d\"",
+                "allocation-id = \"eipalloc-00000003\"\nnetwork-interface-id = \"eni-0a1b2c3d\"\n\
+                 private-ip = \"10.0.2.20\"",
+            ]))
+            .expect("valid Elastic IPs");
+        let eips: Vec<_> = settings
+            .elastic_ips
+            .iter()
+            .map(|e| {
+                (
+                    e.allocation_id.as_str(),
+                    e.network_interface_id.as_deref(),
+                    e.private_ip,
+                )
+            })
+            .collect();
+        assert_eq!(
+            eips,
+            [
+                ("eipalloc-0123456789abcdef0", None, None),
+                ("eipalloc-00000001", None, Some(Ipv4Addr::new(10, 0, 1, 20))),
+                ("eipalloc-00000002", Some("eni-0a1b2c3d"), None),
+                (
+                    "eipalloc-00000003",
+                    Some("eni-0a1b2c3d"),
+                    Some(Ipv4Addr::new(10, 0, 2, 20))
+                ),
+            ]
+        );
+        assert!(settings.uses_aws());
+        assert!(settings.warnings().is_empty(), "{:?}", settings.warnings());
+    }
+
+    const ZONE: &str = "hosted-zone-id = \"Z0123456789ABCDEFGHIJ\"";
+
+    fn record(name: &str, kind: &str, value: &str) -> String {
+        format!("{ZONE}\nname = \"{name}\"\ntype = \"{kind}\"\nvalue = \"{value}\"")
+    }
+
+    #[test]
+    fn route53_records_are_checked() {
+        let fixture = Fixture::new();
+        let good = record("db.internal.example.com.", "A", "private-ip");
+        let cases = [
+            (
+                "name = \"db.\"\ntype = \"A\"\nvalue = \"private-ip\"".to_string(),
+                "route53-record[0].hosted-zone-id is required",
+            ),
+            (
+                replace(&good, "Z0123456789ABCDEFGHIJ", "z0123"),
+                "route53-record[0].hosted-zone-id = \"z0123\"",
+            ),
+            (
+                replace(&good, "Z0123456789ABCDEFGHIJ", "internal.example.com"),
+                "list-hosted-zones-by-name --dns-name internal.example.com",
+            ),
+            (
+                format!("{ZONE}\ntype = \"A\"\nvalue = \"private-ip\""),
+                "route53-record[0].name is required",
+            ),
+            (
+                replace(&good, "db.internal.example.com.", ""),
+                "route53-record[0].name is empty",
+            ),
+            (
+                replace(&good, "db.internal.example.com.", "db internal"),
+                "contains whitespace",
+            ),
+            (
+                replace(&good, "db.internal.example.com.", "db..example.com"),
+                "empty label",
+            ),
+            (
+                replace(&good, "db.internal.example.com.", ".example.com"),
+                "empty label",
+            ),
+            (
+                replace(&good, "db.internal.example.com.", "."),
+                "empty label",
+            ),
+            (
+                replace(
+                    &good,
+                    "db.internal.example.com.",
+                    &format!("{}com", "a.".repeat(126)),
+                ),
+                "route53-record[0].name is 256 characters long",
+            ),
+            (
+                format!("{ZONE}\nname = \"db.\"\nvalue = \"private-ip\""),
+                "route53-record[0].type is required",
+            ),
+            (
+                replace(&good, "\"A\"", "\"MX\""),
+                "route53-record[0].type = \"MX\"",
+            ),
+            (
+                format!("{ZONE}\nname = \"db.\"\ntype = \"A\""),
+                "route53-record[0].value is required",
+            ),
+            (
+                replace(&good, "\"private-ip\"", "\"leader\""),
+                "route53-record[0].value = \"leader\" is not a record value",
+            ),
+            (
+                format!("{good}\nttl = -1"),
+                "route53-record[0].ttl = -1 is out of range",
+            ),
+            (format!("{good}\nttl = 172801"), "0 to 172800"),
+        ];
+        for (body, needle) in cases {
+            assert_problem(
+                &fixture.problems(&fixture.with_records(&[&body])),
+                &[needle],
+            );
+        }
+        let problems = fixture.problems(&fixture.with_records(&[&format!("{good}\nweight = 1")]));
+        assert_problem(&problems, &["unknown field", "weight"]);
+        let problems = fixture.problems(&fixture.with_records(&[&format!("{good}\nttl = \"10\"")]));
+        assert_problem(&problems, &["ttl", "line"]);
+
+        let bodies = [
+            replace(&good, "db.internal.example.com.", "DB.Internal.Example.COM"),
+            format!(
+                "{}\nttl = 0",
+                replace(
+                    &record("db.internal.example.com", "cname", "node"),
+                    "Z0123456789ABCDEFGHIJ",
+                    "/hostedzone/Z9"
+                )
+            ),
+            format!(
+                "{}\nttl = 172800",
+                record("_meta.example.com.", "txt", "node")
+            ),
+            record(&format!("{}abcd.", "a.".repeat(125)), "A", "public-ip"),
+        ];
+        let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        let text = replace(
+            &fixture.with_records(&bodies),
+            "id = 1\n",
+            "id = 1\nrecord-value = \"db1.internal.example.com.\"\n",
+        );
+        let settings = fixture.load(&text).expect("valid records");
+        let records: Vec<_> = settings
+            .route53_records
+            .iter()
+            .map(|r| {
+                (
+                    r.hosted_zone_id.as_str(),
+                    r.name.as_str(),
+                    r.record_type,
+                    r.ttl,
+                    r.value.clone(),
+                )
+            })
+            .collect();
+        let long = format!("{}abcd.", "a.".repeat(125));
+        assert_eq!(long.len(), 255);
+        assert_eq!(
+            records,
+            [
+                (
+                    "Z0123456789ABCDEFGHIJ",
+                    "db.internal.example.com.",
+                    RecordType::A,
+                    10,
+                    RecordValue::PrivateIp
+                ),
+                (
+                    "Z9",
+                    "db.internal.example.com.",
+                    RecordType::Cname,
+                    0,
+                    RecordValue::Node
+                ),
+                (
+                    "Z0123456789ABCDEFGHIJ",
+                    "_meta.example.com.",
+                    RecordType::Txt,
+                    172800,
+                    RecordValue::Node
+                ),
+                (
+                    "Z0123456789ABCDEFGHIJ",
+                    long.as_str(),
+                    RecordType::A,
+                    10,
+                    RecordValue::PublicIp
+                ),
+            ]
+        );
+        assert_eq!(
+            settings.node.record_value.as_deref(),
+            Some("db1.internal.example.com.")
+        );
+        assert_eq!(RecordType::Aaaa.as_str(), "AAAA");
+        assert_eq!(RecordType::Cname.as_str(), "CNAME");
+        assert_eq!(RecordType::Txt.as_str(), "TXT");
+    }
+
+    #[test]
+    fn record_values_must_suit_the_record_type() {
+        let fixture = Fixture::new();
+        let with_value = |value: Option<&str>, body: &str| {
+            let text = fixture.with_records(&[body]);
+            match value {
+                Some(value) => replace(
+                    &text,
+                    "id = 1\n",
+                    &format!("id = 1\nrecord-value = \"{value}\"\n"),
+                ),
+                None => text,
+            }
+        };
+        let cases = [
+            (
+                None,
+                record("db.", "AAAA", "private-ip"),
+                "route53-record[0].value = \"private-ip\" requires type = \"A\"",
+            ),
+            (
+                None,
+                record("db.", "CNAME", "public-ip"),
+                "route53-record[0].type = \"CNAME\"",
+            ),
+            (
+                None,
+                record("db.", "A", "node"),
+                "route53-record[0].value = \"node\" needs node.record-value",
+            ),
+            (
+                Some("fd00::10"),
+                record("db.", "A", "node"),
+                "node.record-value = \"fd00::10\" is not an IPv4 address",
+            ),
+            (
+                Some("10.0.1.10"),
+                record("db.", "AAAA", "node"),
+                "node.record-value = \"10.0.1.10\" is not an IPv6 address",
+            ),
+            (
+                Some(" "),
+                record("db.", "TXT", "node"),
+                "node.record-value is empty",
+            ),
+        ];
+        for (value, body, needle) in cases {
+            assert_problem(&fixture.problems(&with_value(value, &body)), &[needle]);
+        }
+        assert_problem(
+            &fixture.problems(&with_value(None, &record("db.", "A", "node"))),
+            &["every node must set its own record-value"],
+        );
+        assert_problem(
+            &fixture.problems(&with_value(Some("db1"), &record("db.", "A", "node"))),
+            &[
+                "route53-record[0] (type A, value = \"node\")",
+                "e.g. record-value = \"10.0.1.10\"",
+            ],
+        );
+        // An empty record-value is reported once, not again for each record using it.
+        let problems = fixture.problems(&with_value(Some(""), &record("db.", "A", "node")));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+
+        for (value, kind) in [
+            ("10.0.1.10", "A"),
+            ("fd00::10", "AAAA"),
+            ("db1.example.com.", "CNAME"),
+            ("v=1 node=1", "TXT"),
+        ] {
+            let settings = fixture
+                .load(&with_value(Some(value), &record("db.", kind, "node")))
+                .unwrap_or_else(|e| panic!("{value} for {kind}: {e}"));
+            assert_eq!(settings.node.record_value.as_deref(), Some(value));
+            assert_eq!(settings.route53_records[0].value, RecordValue::Node);
+        }
+    }
+
+    #[test]
+    fn duplicate_records_are_rejected() {
+        let fixture = Fixture::new();
+        let a = record("db.internal.example.com.", "A", "private-ip");
+        let problems = fixture.problems(&fixture.with_records(&[
+            &a,
+            &record("other.example.com.", "A", "private-ip"),
+            &replace(
+                &record("DB.internal.example.com", "a", "public-ip"),
+                "Z0123456789ABCDEFGHIJ",
+                "/hostedzone/Z0123456789ABCDEFGHIJ",
+            ),
+        ]));
+        assert_problem(
+            &problems,
+            &[
+                "route53-record[2].name = \"db.internal.example.com.\"",
+                "also route53-record[0]",
+                "remove one",
+            ],
+        );
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        let text = replace(
+            &fixture.with_records(&[&a, &record("db.internal.example.com.", "CNAME", "node")]),
+            "id = 1\n",
+            "id = 1\nrecord-value = \"db1.internal.example.com.\"\n",
+        );
+        assert_problem(
+            &fixture.problems(&text),
+            &[
+                "route53-record[1].name",
+                "route53-record[0] (type A)",
+                "beside a CNAME",
+            ],
+        );
+        // Same name, other type or other zone: separate records.
+        let text = replace(
+            &fixture.with_records(&[
+                &a,
+                &record("db.internal.example.com.", "AAAA", "node"),
+                &replace(&a, "Z0123456789ABCDEFGHIJ", "Z2"),
+            ]),
+            "id = 1\n",
+            "id = 1\nrecord-value = \"fd00::10\"\n",
+        );
+        assert_eq!(
+            fixture
+                .load(&text)
+                .expect("distinct records")
+                .route53_records
+                .len(),
+            3
+        );
+    }
+
+    #[test]
+    fn warnings_name_missing_resources_and_the_emulator() {
+        let fixture = Fixture::new();
+        let settings = fixture.load(&fixture.with_resources()).unwrap();
+        assert!(settings.warnings().is_empty(), "{:?}", settings.warnings());
+        let settings = fixture.load(&witness_node(&fixture, "")).unwrap();
+        assert!(
+            settings.warnings().is_empty(),
+            "a witness never holds resources"
+        );
+        let text = format!(
+            "{}\n[aws]\nendpoint-url = \"http://127.0.0.1:5000/\"\n",
+            fixture.with_resources()
+        );
+        let warnings = fixture.load(&text).unwrap().warnings();
+        assert_problem(
+            &warnings,
+            &[
+                "aws.endpoint-url",
+                "every AWS call goes to http://127.0.0.1:5000",
+                "for emulators only",
+            ],
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    #[test]
+    fn summary_shows_aws_identity_endpoint_and_resources() {
+        let fixture = Fixture::new();
+        let text = replace(
+            &fixture.with_resources(),
+            "id = 1\n",
+            "id = 1\nrecord-value = \"fd00::10\"\n",
+        );
+        let text = format!(
+            "{text}\n[[route53-record]]\n{}\nttl = 60\n\n[[elastic-ip]]\n\
+             allocation-id = \"eipalloc-00000001\"\nnetwork-interface-id = \"eni-0a1b2c3d\"\n\
+             private-ip = \"10.0.2.20\"\n\n[aws]\nregion = \"eu-west-1\"\n\
+             endpoint-url = \"http://127.0.0.1:5000\"\n\
+             leader-parameter = \"/ha-agent/web/leader\"\n",
+            record("db.internal.example.com.", "AAAA", "node")
+        );
+        let summary = fixture.load(&text).unwrap().summary();
+        for needle in [
+            "aws identity     region eu-west-1; the rest from IMDS at http://169.254.169.254",
+            "aws endpoint     http://127.0.0.1:5000 (every AWS call goes here: for emulators only)",
+            "leader parameter /ha-agent/web/leader",
+            "aws timing       call timeout 500ms, reconcile every 10s, hand off after 30s",
+            "  elastic IP     eipalloc-0123456789abcdef0 on the primary interface, its primary \
+             private IP",
+            "  elastic IP     eipalloc-00000001 on eni-0a1b2c3d, 10.0.2.20",
+            "  route53 record db.internal.example.com. A in zone Z0123456789ABCDEFGHIJ, ttl 10, \
+             value private-ip",
+            "  route53 record db.internal.example.com. AAAA in zone Z0123456789ABCDEFGHIJ, ttl 60, \
+             value node (fd00::10)",
+        ] {
+            assert!(summary.contains(needle), "summary lacks {needle:?}:\n{summary}");
+        }
+
+        let summary = fixture
+            .load(&format!("{}{IDENTITY}", fixture.with_resources()))
+            .unwrap()
+            .summary();
+        assert!(
+            summary.contains(
+                "aws identity     region us-east-1, instance i-0123456789abcdef0, interface \
+                 eni-0123456789abcdef0, private IP 10.0.1.10\n"
+            ),
+            "{summary}"
+        );
+        let summary = fixture.load(&fixture.valid()).unwrap().summary();
+        assert!(
+            summary.contains("resources        none: the group elects a leader but moves nothing"),
+            "{summary}"
+        );
+        assert!(
+            !summary.contains("aws identity"),
+            "no AWS use, no identity:\n{summary}"
+        );
     }
 }

@@ -1,11 +1,12 @@
 //! `ha-agent run`: the daemon. One task owns the core (and through it the `RawNode`); a
 //! `select!` only classifies each wake-up into an input; the core decides; [`Agent::execute`]
-//! carries out its output in the order persistence requires.
+//! carries out its output in the order persistence requires, and starts the cloud calls the
+//! core asks for as tasks that report back with their result.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -14,14 +15,20 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
 use ha_agent_core::{
-    Core, CoreConfig, CoreError, Input, Member, Notice, Output, ReconcileConfig, Role,
+    Call, CallKind, CallResult, Core, CoreConfig, CoreError, Input, Member, Notice, Output,
+    ReconcileConfig, Role,
 };
 
-use crate::config::Settings;
+use crate::cloud::resources::{self, FloatingResource};
+use crate::cloud::{self, CloudError, Identity};
+use crate::config::{Secret, SecretSource, Settings};
 use crate::logging;
-use crate::status::{self, PeerReport, Snapshot, StatusReport};
+use crate::status::{self, PeerReport, ResourceReport, Snapshot, StatusReport};
 use crate::store::{StateStore, StoreError};
 use crate::transport::{self, Outbox, PeerEvent, TransportIdentity, TransportTimings};
+
+/// How long the start may wait for AWS (IMDS is bounded by its own short timeouts).
+const STARTUP_AWS_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -39,11 +46,18 @@ pub enum DaemonError {
     Status(#[from] status::BindError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot learn this instance's identity: {0}")]
+    Identity(#[from] cloud::imds::ImdsError),
+    #[error("cannot read the cluster secret from SSM parameter {parameter} (cluster.secret-ssm-parameter): {reason}")]
+    Secret { parameter: String, reason: String },
+    #[error("{0}")]
+    Resources(String),
 }
 
 enum Wakeup {
     Tick,
     Peer(PeerEvent),
+    CallDone { call: Call, result: CallResult },
     Signal(&'static str),
 }
 
@@ -53,13 +67,20 @@ struct Agent {
     core: Core,
     store: StateStore,
     outbox: Outbox,
+    resources: Arc<Vec<FloatingResource>>,
+    calls: mpsc::Sender<(Call, CallResult)>,
     started: Instant,
     leader: Option<(u64, u64)>,
     leader_since: Option<Instant>,
+    /// Last time this node heard from the leader it followed (for the failover timeline).
+    last_leader_contact: Option<Instant>,
+    /// When this node became leader, and how long the group had been without one.
+    elected: Option<(Instant, Option<Duration>)>,
     last_contact: BTreeMap<u64, Instant>,
     connected: BTreeSet<u64>,
     shutting_down: Option<Instant>,
     status: watch::Sender<Snapshot>,
+    aws_endpoint: Option<String>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT (after handing leadership away), or an error.
@@ -67,8 +88,61 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let store = StateStore::open(&settings.node.state_dir)?;
     let stored = store.load()?;
     let fresh = stored.is_none();
+
+    let (identity, sdk) = if settings.uses_aws() {
+        let identity = cloud::resolve_identity(&settings).await?;
+        let sdk = cloud::sdk_config(&settings, &identity).await;
+        if let Some(endpoint) = &settings.aws.endpoint_url {
+            warn!(%endpoint, "every AWS call goes to this endpoint (aws.endpoint-url): an emulator, not AWS");
+        }
+        info!(
+            instance = %identity.instance_id,
+            region = %identity.region,
+            interface = %identity.network_interface_id,
+            private_ip = %identity.private_ip,
+            "instance identity"
+        );
+        (Some(identity), Some(sdk))
+    } else {
+        (None, None)
+    };
+    let secret = match &settings.cluster.secret {
+        SecretSource::File { secret, .. } => secret.as_bytes().to_vec(),
+        SecretSource::Ssm { parameter } => {
+            let sdk = sdk.as_ref().expect("an SSM secret implies AWS access");
+            let fetched = cloud::within(
+                Instant::now() + STARTUP_AWS_DEADLINE,
+                resources::fetch_secret(sdk, parameter),
+            )
+            .await;
+            let secret_error = |reason: String| DaemonError::Secret {
+                parameter: parameter.clone(),
+                reason,
+            };
+            match fetched {
+                Some(Ok(value)) => Secret::from_parameter_value(parameter, &value)
+                    .map_err(secret_error)?
+                    .as_bytes()
+                    .to_vec(),
+                Some(Err(e)) => return Err(secret_error(e.to_string())),
+                None => return Err(secret_error("no answer from SSM in time".into())),
+            }
+        }
+    };
+    let resources = match (&identity, &sdk) {
+        (Some(identity), Some(sdk)) => {
+            resources::build(&settings, identity, sdk).map_err(DaemonError::Resources)?
+        }
+        _ => Vec::new(),
+    };
+
     let logger = logging::raft_logger();
-    let core = Core::new(core_config(&settings), stored, rand::random(), &logger)?;
+    let core = Core::new(
+        core_config(&settings, resources.len()),
+        stored,
+        rand::random(),
+        &logger,
+    )?;
 
     let listener = TcpListener::bind(settings.node.listen)
         .await
@@ -84,54 +158,68 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         settings.cluster.heartbeat_interval,
         settings.cluster.election_timeout,
     );
-    let identity = TransportIdentity {
+    let transport_identity = TransportIdentity {
         node_id: settings.node.id,
-        key: Arc::from(settings.cluster.secret.as_bytes()),
+        key: Arc::from(secret),
         peers: settings.peers.iter().map(|p| (p.id, p.address)).collect(),
         timings,
     };
     let (events_tx, mut events) = mpsc::channel(4096);
     let listener_task = tokio::spawn(transport::run_listener(
         listener,
-        identity.clone(),
+        transport_identity.clone(),
         events_tx.clone(),
     ));
-    let outbox = transport::start_senders(&identity, events_tx);
+    let outbox = transport::start_senders(&transport_identity, events_tx);
 
     let started = Instant::now();
+    let aws_endpoint = settings.aws.endpoint_url.clone();
     let (status_tx, status_rx) = watch::channel(Snapshot {
-        report: base_report(&settings),
+        report: base_report(&settings, aws_endpoint.clone()),
         started,
         leader_since: None,
         last_contact: BTreeMap::new(),
         reachable_within: settings.cluster.election_timeout,
+        lease_until: None,
+        observed_at: Vec::new(),
+        claimed_at: Vec::new(),
     });
     let status_task = tokio::spawn(status::serve(status_listener, status_rx));
 
-    let status = core.status();
+    let st = core.status();
     info!(
         cluster = %settings.cluster.name,
         node = settings.node.id,
         listen = %settings.node.listen,
-        term = status.term,
-        commit = status.commit,
+        term = st.term,
+        commit = st.commit,
+        resources = resources.len(),
         state = if fresh { "new" } else { "restored" },
         status_socket = %settings.status.socket.display(),
         "ha-agent started; not voting for one election timeout"
     );
+    if let Some(identity) = &identity {
+        log_identity_use(&settings, identity);
+    }
 
+    let (calls_tx, mut calls_rx) = mpsc::channel(256);
     let mut agent = Agent {
         settings,
         core,
         store,
         outbox,
+        resources: Arc::new(resources),
+        calls: calls_tx,
         started,
         leader: None,
         leader_since: None,
+        last_leader_contact: None,
+        elected: None,
         last_contact: BTreeMap::new(),
         connected: BTreeSet::new(),
         shutting_down: None,
         status: status_tx,
+        aws_endpoint,
     };
     let mut ticker = tokio::time::interval(agent.settings.cluster.heartbeat_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -140,6 +228,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         let wakeup = tokio::select! {
             _ = ticker.tick() => Wakeup::Tick,
             Some(event) = events.recv() => Wakeup::Peer(event),
+            Some((call, result)) = calls_rx.recv() => Wakeup::CallDone { call, result },
             _ = sigterm.recv() => Wakeup::Signal("SIGTERM"),
             _ = sigint.recv() => Wakeup::Signal("SIGINT"),
         };
@@ -159,6 +248,19 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     result
 }
 
+fn log_identity_use(settings: &Settings, identity: &Identity) {
+    for eip in &settings.elastic_ips {
+        info!(
+            resource = %eip.allocation_id,
+            interface = %eip.network_interface_id.clone().unwrap_or_else(|| identity.network_interface_id.clone()),
+            "floating Elastic IP"
+        );
+    }
+    for record in &settings.route53_records {
+        info!(resource = %record.name, zone = %record.hosted_zone_id, "floating Route53 record");
+    }
+}
+
 impl Agent {
     /// Handles one wake-up. Returns false when the agent should exit.
     fn on_wakeup(&mut self, wakeup: Wakeup) -> Result<bool, DaemonError> {
@@ -167,6 +269,9 @@ impl Agent {
             Wakeup::Tick => Some(Input::Tick),
             Wakeup::Peer(PeerEvent::Message(message)) => {
                 self.last_contact.insert(message.get_from(), now);
+                if self.leader.is_some_and(|(_, id)| id == message.get_from()) {
+                    self.last_leader_contact = Some(now);
+                }
                 Some(Input::Peer(message))
             }
             Wakeup::Peer(PeerEvent::Contact(peer)) => {
@@ -181,6 +286,10 @@ impl Agent {
                 self.connected.remove(&peer);
                 Some(Input::PeerUnreachable(peer))
             }
+            Wakeup::CallDone { call, result } => Some(Input::CallFinished {
+                call_id: call.id,
+                result,
+            }),
             Wakeup::Signal(name) => {
                 if self.shutting_down.is_some() {
                     warn!(
@@ -230,7 +339,12 @@ impl Agent {
         now.saturating_duration_since(self.started).as_millis() as u64
     }
 
-    /// Carries out an output: send, persist (fsync), then send what depended on the persist.
+    fn instant(&self, clock_ms: u64) -> Instant {
+        self.started + Duration::from_millis(clock_ms)
+    }
+
+    /// Carries out an output: send, persist (fsync), then send what depended on the persist;
+    /// then start the cloud calls.
     fn execute(&mut self, output: Output) -> Result<(), DaemonError> {
         for message in output.send {
             self.outbox.send(message);
@@ -244,10 +358,70 @@ impl Agent {
         for notice in output.notices {
             self.log_notice(notice);
         }
+        for call in output.calls {
+            self.start_call(call);
+        }
         Ok(())
     }
 
+    /// Runs one cloud call as a task; its result comes back through `calls`.
+    fn start_call(&self, call: Call) {
+        let resources = Arc::clone(&self.resources);
+        let deadline = self.instant(call.deadline_ms);
+        let results = self.calls.clone();
+        if let Some(FloatingResource::LeaderParameter(parameter)) = resources.get(call.resource) {
+            let since = self.leader_since_wall_clock();
+            parameter.set_leadership(call.term, since);
+        }
+        tokio::spawn(async move {
+            let resource = &resources[call.resource];
+            let work = async {
+                match call.kind {
+                    CallKind::Observe => {
+                        resource.observe().await.map(|holder| CallResult::Observed {
+                            points_here: holder.points_here,
+                            holder: holder.description,
+                        })
+                    }
+                    CallKind::Claim => resource.claim(deadline).await.map(|()| CallResult::Claimed),
+                }
+            };
+            let action = match call.kind {
+                CallKind::Observe => "observe",
+                CallKind::Claim => "claim",
+            };
+            let result = match cloud::within(deadline, work).await {
+                Some(Ok(result)) => result,
+                Some(Err(e)) => CallResult::Failed {
+                    error: e.to_string(),
+                },
+                None => CallResult::Failed {
+                    error: CloudError::deadline(action).to_string(),
+                },
+            };
+            let _ = results.send((call, result)).await;
+        });
+    }
+
+    fn leader_since_wall_clock(&self) -> String {
+        let ago = self
+            .leader_since
+            .map_or(Duration::ZERO, |since| since.elapsed());
+        let wall = SystemTime::now()
+            .checked_sub(ago)
+            .unwrap_or_else(SystemTime::now);
+        humantime::format_rfc3339_millis(wall).to_string()
+    }
+
+    fn resource_name(&self, index: usize) -> String {
+        self.resources.get(index).map_or_else(
+            || format!("#{index}"),
+            |r| format!("{} {}", r.kind(), r.id()),
+        )
+    }
+
     fn log_notice(&mut self, notice: Notice) {
+        let now = Instant::now();
         match notice {
             Notice::RoleChanged {
                 role,
@@ -255,11 +429,26 @@ impl Agent {
                 leader_id,
             } => {
                 let key = leader_id.map(|id| (term, id));
+                let leaderless = self.last_leader_contact.map(|t| now - t);
                 if key != self.leader {
                     self.leader = key;
-                    self.leader_since = key.map(|_| Instant::now());
+                    self.leader_since = key.map(|_| now);
+                    if leader_id.is_some_and(|id| id != self.settings.node.id) {
+                        self.last_leader_contact = Some(now);
+                    }
                 }
-                info!(role = %role, term, leader = ?leader_id, "role changed");
+                if role == Role::Leader {
+                    self.elected = Some((now, leaderless));
+                    info!(
+                        role = %role,
+                        term,
+                        without_leader_ms = leaderless.map(|d| d.as_millis() as u64),
+                        "elected leader"
+                    );
+                } else {
+                    self.elected = None;
+                    info!(role = %role, term, leader = ?leader_id, "role changed");
+                }
             }
             Notice::VoteIgnoredWhileQuiet { from, term } => {
                 info!(
@@ -276,17 +465,48 @@ impl Agent {
             Notice::MessageRefused { from, reason } => {
                 warn!(peer = from, %reason, "refused a peer message")
             }
-            Notice::LeaseGained { .. }
-            | Notice::LeaseLost { .. }
-            | Notice::ResourceInPlace { .. }
-            | Notice::ClaimAccepted { .. }
-            | Notice::CallFailed { .. } => {}
+            Notice::LeaseGained { until_ms } => {
+                let since_elected = self.elected.map(|(at, _)| (now - at).as_millis() as u64);
+                info!(
+                    lease_ms = until_ms.saturating_sub(self.clock_ms(now)),
+                    since_elected_ms = since_elected,
+                    "lease acquired: may act on the cloud"
+                )
+            }
+            Notice::LeaseLost { reason } => warn!(%reason, "lease lost: no cloud calls"),
+            Notice::ClaimAccepted { resource, took_ms } => {
+                info!(resource = %self.resource_name(resource), took_ms, "claim sent and accepted")
+            }
+            Notice::ResourceInPlace { resource, claimed } => {
+                if claimed {
+                    let (since_elected, since_leader_lost) = match self.elected {
+                        Some((at, leaderless)) => (
+                            Some((now - at).as_millis() as u64),
+                            leaderless.map(|d| (d + (now - at)).as_millis() as u64),
+                        ),
+                        None => (None, None),
+                    };
+                    info!(
+                        resource = %self.resource_name(resource),
+                        since_elected_ms = since_elected,
+                        since_leader_lost_ms = since_leader_lost,
+                        "confirmed: resource points at this node"
+                    );
+                }
+            }
+            Notice::CallFailed {
+                resource,
+                kind,
+                error,
+            } => {
+                warn!(resource = %self.resource_name(resource), call = ?kind, %error, "cloud call failed")
+            }
         }
     }
 
     fn publish(&mut self) {
         let st = self.core.status();
-        let mut report = base_report(&self.settings);
+        let mut report = base_report(&self.settings, self.aws_endpoint.clone());
         report.role = st.role;
         report.term = st.term;
         report.leader_id = st.leader_id;
@@ -297,17 +517,42 @@ impl Agent {
             peer.connected = self.connected.contains(&peer.id);
             peer.matched = st.progress.get(&peer.id).map(|p| p.matched);
         }
+        let mut observed_at = Vec::new();
+        let mut claimed_at = Vec::new();
+        report.resources = st
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(index, view)| {
+                observed_at.push(view.observed_at_ms.map(|ms| self.instant(ms)));
+                claimed_at.push(view.last_claim_at_ms.map(|ms| self.instant(ms)));
+                let resource = &self.resources[index];
+                ResourceReport {
+                    kind: resource.kind().to_string(),
+                    id: resource.id(),
+                    holder: view.holder.clone(),
+                    in_place: view.points_here,
+                    observed_ago_ms: None,
+                    last_claim_ago_ms: None,
+                    last_claim_took_ms: view.last_claim_took_ms,
+                    last_error: view.last_error.clone(),
+                }
+            })
+            .collect();
         self.status.send_replace(Snapshot {
             report,
             started: self.started,
             leader_since: self.leader_since,
             last_contact: self.last_contact.clone(),
             reachable_within: self.settings.cluster.election_timeout,
+            lease_until: st.lease_until_ms.map(|ms| self.instant(ms)),
+            observed_at,
+            claimed_at,
         });
     }
 }
 
-fn core_config(settings: &Settings) -> CoreConfig {
+fn core_config(settings: &Settings, resources: usize) -> CoreConfig {
     let mut members = vec![Member {
         id: settings.node.id,
         role: settings.node.role,
@@ -316,6 +561,7 @@ fn core_config(settings: &Settings) -> CoreConfig {
         id: p.id,
         role: p.role,
     }));
+    let aws = &settings.aws;
     CoreConfig {
         id: settings.node.id,
         members,
@@ -323,18 +569,18 @@ fn core_config(settings: &Settings) -> CoreConfig {
         election_ticks: settings.cluster.election_ticks(),
         heartbeat_ticks: 1,
         tick_ms: settings.cluster.heartbeat_interval.as_millis() as u64,
-        resources: 0,
+        resources,
         reconcile: ReconcileConfig {
-            call_timeout_ms: 300,
-            interval_ms: 10_000,
+            call_timeout_ms: aws.call_timeout.as_millis() as u64,
+            interval_ms: aws.reconcile_interval.as_millis() as u64,
             retry_min_ms: 200,
             retry_max_ms: 5_000,
-            hand_off_after_ms: 30_000,
+            hand_off_after_ms: aws.hand_off_after.as_millis() as u64,
         },
     }
 }
 
-fn base_report(settings: &Settings) -> StatusReport {
+fn base_report(settings: &Settings, aws_endpoint: Option<String>) -> StatusReport {
     StatusReport {
         version: env!("CARGO_PKG_VERSION").to_string(),
         cluster: settings.cluster.name.clone(),
@@ -349,6 +595,8 @@ fn base_report(settings: &Settings) -> StatusReport {
         quiet: true,
         shutting_down: false,
         uptime_ms: 0,
+        lease_remaining_ms: None,
+        aws_endpoint,
         peers: settings
             .peers
             .iter()
@@ -362,5 +610,6 @@ fn base_report(settings: &Settings) -> StatusReport {
                 matched: None,
             })
             .collect(),
+        resources: Vec::new(),
     }
 }

@@ -6,9 +6,12 @@
 //! durable state directory ([`store`]), the authenticated peer transport ([`transport`]), the
 //! status socket ([`status`]), and the daemon loop that ties them together ([`daemon`]).
 
+pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod daemon;
 pub mod logging;
 pub mod status;
 pub mod store;
+pub mod systemd;
 pub mod transport;

@@ -7,55 +7,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
-
+use ha_agent::cli::{self, Command, Invocation};
 use ha_agent::config::{self, Settings};
 use ha_agent::{daemon, logging, status};
-
-#[derive(Parser)]
-#[command(
-    name = "ha-agent",
-    version,
-    about = "Failover agent for AWS EC2: a Raft group keeps one healthy leader"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the agent (as systemd does).
-    Run(ConfigArg),
-    /// Show where this node stands: role, term, leader, peers.
-    Status {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Talk to this status socket instead of the one named in the configuration.
-        #[arg(long, value_name = "PATH")]
-        socket: Option<PathBuf>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Validate the configuration and print a summary.
-    CheckConfig(ConfigArg),
-}
-
-#[derive(Args)]
-struct ConfigArg {
-    /// Configuration file.
-    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
-}
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_NOT_RUNNING: u8 = 3;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    let command = match cli::parse() {
+        Invocation::Command(command) => command,
+        Invocation::GenerateAssets(dir) => return generate_assets(&dir),
+    };
+    match command {
         Command::CheckConfig(args) => check_config(&args.config),
         Command::Run(args) => run(&args.config),
         Command::Status {
@@ -92,6 +57,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    logging::set_node(&settings.cluster.name, settings.node.id);
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
@@ -150,6 +116,21 @@ fn show_status(config_path: &std::path::Path, socket: Option<PathBuf>, json: boo
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_NOT_RUNNING)
+        }
+    }
+}
+
+fn generate_assets(dir: &std::path::Path) -> ExitCode {
+    match cli::generate_assets(dir) {
+        Ok(written) => {
+            for path in written {
+                println!("{}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write the assets into {}: {e}", dir.display());
+            ExitCode::from(EXIT_RUNTIME)
         }
     }
 }

@@ -64,7 +64,29 @@ pub struct StatusReport {
     /// True while a planned shutdown hands leadership away.
     pub shutting_down: bool,
     pub uptime_ms: u64,
+    /// How long this node's lease still runs (leader only): it may act on the cloud.
+    pub lease_remaining_ms: Option<u64>,
+    /// Set when every AWS call goes to an emulator (`aws.endpoint-url`).
+    pub aws_endpoint: Option<String>,
     pub peers: Vec<PeerReport>,
+    /// The floating resources, as this node last observed them (only the leader observes).
+    pub resources: Vec<ResourceReport>,
+}
+
+/// One floating resource, as this node last saw it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResourceReport {
+    /// `elastic-ip`, `route53-record` or `leader-parameter`.
+    pub kind: String,
+    pub id: String,
+    /// Where it pointed when last observed.
+    pub holder: Option<String>,
+    /// Whether that is this node.
+    pub in_place: Option<bool>,
+    pub observed_ago_ms: Option<u64>,
+    pub last_claim_ago_ms: Option<u64>,
+    pub last_claim_took_ms: Option<u64>,
+    pub last_error: Option<String>,
 }
 
 /// One peer, as this node sees it.
@@ -90,6 +112,10 @@ pub struct Snapshot {
     pub leader_since: Option<Instant>,
     pub last_contact: BTreeMap<u64, Instant>,
     pub reachable_within: Duration,
+    pub lease_until: Option<Instant>,
+    /// Per resource: when it was last observed and last claimed.
+    pub observed_at: Vec<Option<Instant>>,
+    pub claimed_at: Vec<Option<Instant>>,
 }
 
 impl Snapshot {
@@ -99,6 +125,14 @@ impl Snapshot {
         let mut report = self.report.clone();
         report.uptime_ms = ms(self.started);
         report.leader_for_ms = self.leader_since.map(ms);
+        report.lease_remaining_ms = self
+            .lease_until
+            .filter(|&until| until > now)
+            .map(|until| (until - now).as_millis() as u64);
+        for (index, resource) in report.resources.iter_mut().enumerate() {
+            resource.observed_ago_ms = self.observed_at.get(index).copied().flatten().map(ms);
+            resource.last_claim_ago_ms = self.claimed_at.get(index).copied().flatten().map(ms);
+        }
         for peer in &mut report.peers {
             let last = self.last_contact.get(&peer.id).copied();
             peer.last_contact_ms = last.map(ms);
@@ -311,6 +345,22 @@ pub fn render_human(r: &StatusReport) -> String {
         }
     );
     let _ = writeln!(out, "commit    {}", r.commit_index);
+    if let Some(endpoint) = &r.aws_endpoint {
+        let _ = writeln!(out, "aws       EMULATOR at {endpoint} (aws.endpoint-url)");
+    }
+    if r.role == Role::Leader {
+        match r.lease_remaining_ms {
+            Some(ms) => {
+                let _ = writeln!(out, "lease     {ms} ms left (may act on the cloud)");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "lease     none (no cloud calls until a majority answers)"
+                );
+            }
+        }
+    }
     out.push('\n');
     let _ = writeln!(
         out,
@@ -330,6 +380,40 @@ pub fn render_human(r: &StatusReport) -> String {
             if p.reachable { "yes" } else { "no" },
             contact
         );
+    }
+    if !r.resources.is_empty() {
+        out.push('\n');
+        let _ = writeln!(
+            out,
+            "{:<17} {:<40} {:<6} {:<34} LAST CLAIM",
+            "RESOURCE", "ID", "HERE", "POINTS AT (OBSERVED)"
+        );
+        for res in &r.resources {
+            let here = match res.in_place {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "-",
+            };
+            let holder = match (&res.holder, res.observed_ago_ms) {
+                (Some(h), Some(ms)) => format!("{h} ({} ago)", age(ms)),
+                (Some(h), None) => h.clone(),
+                _ if r.role == Role::Leader => "not observed yet".to_string(),
+                _ => "not observed (only the leader observes)".to_string(),
+            };
+            let claim = match (res.last_claim_ago_ms, res.last_claim_took_ms) {
+                (Some(ago), Some(took)) => format!("{} ago, took {took} ms", age(ago)),
+                (Some(ago), None) => format!("{} ago, in flight", age(ago)),
+                _ => "never".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<17} {:<40} {:<6} {:<34} {claim}",
+                res.kind, res.id, here, holder
+            );
+            if let Some(error) = &res.last_error {
+                let _ = writeln!(out, "  last error: {error}");
+            }
+        }
     }
     out
 }
@@ -363,6 +447,9 @@ mod tests {
             quiet: false,
             shutting_down: false,
             uptime_ms: 0,
+            lease_remaining_ms: None,
+            aws_endpoint: None,
+            resources: Vec::new(),
             peers: vec![PeerReport {
                 id: 2,
                 address: "10.0.0.2:7946".into(),
@@ -394,11 +481,15 @@ mod tests {
             leader_since: Some(start + Duration::from_secs(1)),
             last_contact: [(2, start + Duration::from_secs(2))].into_iter().collect(),
             reachable_within: Duration::from_secs(1),
+            lease_until: Some(start + Duration::from_secs(3)),
+            observed_at: Vec::new(),
+            claimed_at: Vec::new(),
         };
         let r = snapshot.render(start + Duration::from_millis(2500));
         assert_eq!(r.uptime_ms, 2500);
         assert_eq!(r.leader_for_ms, Some(1500));
         assert_eq!(r.peers[0].last_contact_ms, Some(500));
+        assert_eq!(r.lease_remaining_ms, Some(500));
         assert!(r.peers[0].reachable);
         let later = snapshot.render(start + Duration::from_secs(5));
         assert!(!later.peers[0].reachable);
@@ -427,6 +518,9 @@ mod tests {
             leader_since: None,
             last_contact: BTreeMap::new(),
             reachable_within: Duration::from_secs(1),
+            lease_until: None,
+            observed_at: Vec::new(),
+            claimed_at: Vec::new(),
         });
         let server = tokio::spawn(serve(listener, rx));
         assert!(matches!(bind(&path).await, Err(BindError::InUse(_))));

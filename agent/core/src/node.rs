@@ -231,6 +231,9 @@ pub struct Core {
     /// Whether a lease was held after the last input (to report changes).
     had_lease: bool,
     reconciler: Reconciler,
+    /// Whether this leadership already started a lease round after committing in its term
+    /// (raft drops read requests before that, so the first round waits for the commit).
+    round_after_commit: bool,
     /// The last time leadership was handed off because resources kept failing.
     last_failure_hand_off_ms: Option<u64>,
     now_ms: u64,
@@ -314,6 +317,7 @@ impl Core {
             lease,
             had_lease: false,
             reconciler,
+            round_after_commit: false,
             last_failure_hand_off_ms: None,
             now_ms: 0,
         };
@@ -573,10 +577,14 @@ impl Core {
             // credit for rounds sent under it.
             self.lease.surrender();
             self.reconciler.reset();
-            if is_leader {
-                self.start_lease_round();
-                self.drain_ready(out);
-            }
+            self.round_after_commit = false;
+        }
+        if is_leader && !self.round_after_commit && self.raw.raft.commit_to_current_term() {
+            // The first lease round of a leadership goes out as soon as raft accepts it,
+            // not at the next tick.
+            self.round_after_commit = true;
+            self.start_lease_round();
+            self.drain_ready(out);
         }
         if self.raw.raft.lead_transferee.is_some() {
             self.lease.surrender();

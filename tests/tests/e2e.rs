@@ -1,0 +1,56 @@
+//! End-to-end tests of ha-agent: real agent processes, each in its own network namespace on a
+//! bridge. A table of contents: each test is one scenario of `ha_agent_e2e::scenarios`, where
+//! its steps and assertions are. Needs root, the tools `bash scripts/setup` installs, and the
+//! `ha-agent` binary built (`cargo build -p ha-agent`, or set `HA_AGENT_BIN`).
+
+use anyhow::Result;
+use ha_agent_e2e::scenarios;
+
+// ---- the harness's own network plumbing (no agents) ----
+
+#[test]
+fn plumbing_isolate_blocks_traffic_and_heal_restores_it() -> Result<()> {
+    scenarios::plumbing_isolate_blocks_traffic_and_heal_restores_it()
+}
+
+#[test]
+fn plumbing_one_way_cuts_drop_only_their_direction() -> Result<()> {
+    scenarios::plumbing_one_way_cuts_drop_only_their_direction()
+}
+
+#[test]
+fn plumbing_teardown_removes_everything() -> Result<()> {
+    scenarios::plumbing_teardown_removes_everything()
+}
+
+// ---- agents ----
+
+#[test]
+fn generated_configs_pass_check_config() -> Result<()> {
+    scenarios::generated_configs_pass_check_config()
+}
+
+#[test]
+fn sigkill_leader_elects_new_leader() -> Result<()> {
+    scenarios::sigkill_leader_elects_new_leader()
+}
+
+#[test]
+fn sigstop_leader_elects_new_leader_and_old_leader_follows_after_resume() -> Result<()> {
+    scenarios::sigstop_leader_elects_new_leader_and_old_leader_follows_after_resume()
+}
+
+#[test]
+fn partitioned_leader_steps_down_and_follows_after_heal() -> Result<()> {
+    scenarios::partitioned_leader_steps_down_and_follows_after_heal()
+}
+
+#[test]
+fn sigstop_follower_keeps_leader() -> Result<()> {
+    scenarios::sigstop_follower_keeps_leader()
+}
+
+#[test]
+fn sigterm_leader_hands_off() -> Result<()> {
+    scenarios::sigterm_leader_hands_off()
+}
