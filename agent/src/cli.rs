@@ -267,6 +267,7 @@ mod tests {
     #[test]
     fn assets_are_written_for_every_shell() {
         let dir = std::env::temp_dir().join(format!("ha-agent-assets-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         let written = generate_assets(&dir).unwrap();
         let names: Vec<_> = written
             .iter()

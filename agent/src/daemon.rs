@@ -15,8 +15,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
 use ha_agent_core::{
-    Call, CallKind, CallResult, Core, CoreConfig, CoreError, Input, Member, Notice, Output,
-    ReconcileConfig, Role,
+    Call, CallKind, CallResult, Core, CoreConfig, CoreError, HealthConfig, Input, Member, Notice,
+    Output, ReconcileConfig, Role,
 };
 
 use crate::cloud::resources::{self, FloatingResource};
@@ -25,6 +25,7 @@ use crate::config::{Secret, SecretSource, Settings};
 use crate::logging;
 use crate::status::{self, PeerReport, ResourceReport, Snapshot, StatusReport};
 use crate::store::{StateStore, StoreError};
+use crate::systemd::Notifier;
 use crate::transport::{self, Outbox, PeerEvent, TransportIdentity, TransportTimings};
 
 /// How long the start may wait for AWS (IMDS is bounded by its own short timeouts).
@@ -81,10 +82,12 @@ struct Agent {
     shutting_down: Option<Instant>,
     status: watch::Sender<Snapshot>,
     aws_endpoint: Option<String>,
+    notifier: Notifier,
 }
 
 /// Runs the agent until SIGTERM or SIGINT (after handing leadership away), or an error.
 pub async fn run(settings: Settings) -> Result<(), DaemonError> {
+    let notifier = Notifier::from_env();
     let store = StateStore::open(&settings.node.state_dir)?;
     let stored = store.load()?;
     let fresh = stored.is_none();
@@ -220,7 +223,11 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         shutting_down: None,
         status: status_tx,
         aws_endpoint,
+        notifier,
     };
+    // Ready only now: the state is loaded and both sockets are bound.
+    agent.notifier.ready();
+    agent.notifier.status(&role_line(&agent.core.status()));
     let mut ticker = tokio::time::interval(agent.settings.cluster.heartbeat_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
@@ -266,7 +273,11 @@ impl Agent {
     fn on_wakeup(&mut self, wakeup: Wakeup) -> Result<bool, DaemonError> {
         let now = Instant::now();
         let input = match wakeup {
-            Wakeup::Tick => Some(Input::Tick),
+            Wakeup::Tick => {
+                // The watchdog is fed from the Raft loop itself: a wedged loop stops feeding it.
+                self.notifier.watchdog(now.into_std());
+                Some(Input::Tick)
+            }
             Wakeup::Peer(PeerEvent::Message(message)) => {
                 self.last_contact.insert(message.get_from(), now);
                 if self.leader.is_some_and(|(_, id)| id == message.get_from()) {
@@ -298,6 +309,7 @@ impl Agent {
                     );
                     return Ok(false);
                 }
+                self.notifier.stopping();
                 let grace = self.settings.cluster.election_timeout * 2;
                 self.shutting_down = Some(now + grace);
                 if self.core.status().role != Role::Leader {
@@ -449,6 +461,7 @@ impl Agent {
                     self.elected = None;
                     info!(role = %role, term, leader = ?leader_id, "role changed");
                 }
+                self.notifier.status(&role_line(&self.core.status()));
             }
             Notice::VoteIgnoredWhileQuiet { from, term } => {
                 info!(
@@ -501,6 +514,39 @@ impl Agent {
             } => {
                 warn!(resource = %self.resource_name(resource), call = ?kind, %error, "cloud call failed")
             }
+            Notice::HealthChanged { healthy } => {
+                if healthy {
+                    info!("this node is healthy: every check passes")
+                } else {
+                    warn!("this node is unhealthy: a check failed")
+                }
+            }
+            Notice::VoteRefusedUnhealthy { from } => {
+                info!(
+                    peer = from,
+                    "refused a vote to an unhealthy candidate while a healthy voter exists"
+                )
+            }
+            Notice::Degraded { degraded } => {
+                if degraded {
+                    warn!("degraded: this leader is unhealthy and no healthy peer can take over; keeping the resources")
+                } else {
+                    info!("no longer degraded")
+                }
+            }
+            Notice::CommandRefused { command, reason } => {
+                warn!(command = ?command, %reason, "operator command refused")
+            }
+            Notice::CommandProposed { command } => {
+                info!(command = ?command, "operator command proposed to the group")
+            }
+            Notice::MaintenanceChanged { on } => {
+                warn!(
+                    maintenance = on,
+                    "maintenance mode changed: while on, nothing moves"
+                )
+            }
+            Notice::AllResourcesInPlace => info!("every resource points at this leader"),
         }
     }
 
@@ -577,6 +623,7 @@ fn core_config(settings: &Settings, resources: usize) -> CoreConfig {
             retry_max_ms: 5_000,
             hand_off_after_ms: aws.hand_off_after.as_millis() as u64,
         },
+        health: HealthConfig::default(),
     }
 }
 
@@ -611,5 +658,16 @@ fn base_report(settings: &Settings, aws_endpoint: Option<String>) -> StatusRepor
             })
             .collect(),
         resources: Vec::new(),
+    }
+}
+
+/// The `STATUS=` line systemd shows: role, leader and term.
+fn role_line(st: &ha_agent_core::CoreStatus) -> String {
+    match (st.role, st.leader_id) {
+        (Role::Leader, _) => format!("leader, term {}", st.term),
+        (role, Some(leader)) if leader != st.id => {
+            format!("{role} of node {leader}, term {}", st.term)
+        }
+        (role, _) => format!("{role}, no leader, term {}", st.term),
     }
 }

@@ -74,15 +74,17 @@
 //! durable.
 
 mod durable;
+mod health;
 mod lease;
 mod node;
 mod reconcile;
 
 pub use durable::{DecodeError, DurableState};
+pub use health::{CheckRule, CheckView, HealthAdvert};
 pub use lease::{lease_duration_ms, CLOCK_RATE_BOUND, SCHEDULING_MARGIN_MS};
 pub use node::{
-    Core, CoreConfig, CoreError, CoreStatus, HandOffReason, Input, Member, Notice, Output,
-    PeerProgress, Role,
+    Command, Core, CoreConfig, CoreError, CoreStatus, HandOffReason, HealthConfig, Input, Member,
+    Notice, Output, PeerProgress, Role,
 };
 /// The raft message type carried between peers.
 pub use raft::prelude::Message;

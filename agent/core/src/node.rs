@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::durable::DurableState;
+use crate::health::{CheckRule, CheckView, Health, HealthAdvert};
 use crate::lease::{lease_duration_ms, Lease};
 use crate::reconcile::{
     self, Call, CallKind, CallResult, ReconcileConfig, Reconciler, ResourceView,
@@ -43,6 +44,62 @@ pub struct CoreConfig {
     pub resources: usize,
     /// Timing of reconciliation.
     pub reconcile: ReconcileConfig,
+    /// Health checks and how health steers leadership.
+    pub health: HealthConfig,
+}
+
+/// How health steers leadership.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// One rule per local check, in the order probes report them.
+    pub checks: Vec<CheckRule>,
+    /// Least time between two hand-offs this node starts for health or preemption.
+    pub min_hand_off_interval_ms: u64,
+    /// Whether a healthy node of higher priority takes leadership back.
+    pub preempt: bool,
+    /// How long it must have been healthy first.
+    pub preempt_delay_ms: u64,
+    /// An unhealthy leader hands off only to a peer whose healthy advert arrived at least this
+    /// long after the leader's own failure (the longest check interval plus one advert): when
+    /// every service fails at once, the peers' failures show within it, and nothing moves.
+    pub confirm_ms: u64,
+}
+
+/// An operator command. Commands go through the Raft log, so every node applies them in the
+/// same order and a restart replays them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// While on, the group moves no resource for any reason.
+    Maintenance(bool),
+    /// Planned hand-off to the named peer, or to the best healthy one.
+    Switchover { to: Option<u64> },
+}
+
+impl Command {
+    /// The log entry's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Command::Maintenance(on) => format!("maintenance:{}", u8::from(*on)).into_bytes(),
+            Command::Switchover { to } => format!("switchover:{}", to.unwrap_or(0)).into_bytes(),
+        }
+    }
+
+    /// Parses a log entry; `None` for anything that is not a command.
+    pub fn decode(bytes: &[u8]) -> Option<Command> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (name, value) = text.split_once(':')?;
+        match (name, value) {
+            ("maintenance", "0") => Some(Command::Maintenance(false)),
+            ("maintenance", "1") => Some(Command::Maintenance(true)),
+            ("switchover", id) => {
+                let id: u64 = id.parse().ok()?;
+                Some(Command::Switchover {
+                    to: (id != 0).then_some(id),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 impl CoreConfig {
@@ -64,6 +121,12 @@ pub enum Input {
     PeerUnreachable(u64),
     /// A cloud call finished (or reached its deadline).
     CallFinished { call_id: u64, result: CallResult },
+    /// One probe of a local health check finished.
+    Probe { check: usize, passed: bool },
+    /// A peer advertised its health (over the authenticated transport).
+    PeerHealth { peer: u64, advert: HealthAdvert },
+    /// An operator command arrived on this node's status socket.
+    Operator(Command),
 }
 
 /// Where this node stands.
@@ -109,6 +172,12 @@ pub enum HandOffReason {
     Witness,
     /// This node could not put its resources in place for too long.
     ResourcesFailing,
+    /// This node's service is unhealthy and a healthy peer can take over.
+    Unhealthy,
+    /// A healthy peer of higher priority takes leadership back (`preempt`).
+    Preempt,
+    /// The operator asked for a switchover.
+    Switchover,
 }
 
 /// Something the daemon should log or report; the core has no logger of its own.
@@ -142,6 +211,21 @@ pub enum Notice {
         kind: CallKind,
         error: String,
     },
+    /// This node's health flipped.
+    HealthChanged { healthy: bool },
+    /// A vote request from a candidate known to be unhealthy was refused while a healthy voter
+    /// exists.
+    VoteRefusedUnhealthy { from: u64 },
+    /// The leader is unhealthy and no healthy peer can take over (or that ended).
+    Degraded { degraded: bool },
+    /// An operator command was refused, with the reason.
+    CommandRefused { command: Command, reason: String },
+    /// An operator command was put into the Raft log.
+    CommandProposed { command: Command },
+    /// The replicated maintenance flag changed.
+    MaintenanceChanged { on: bool },
+    /// Every resource was confirmed in place in this leadership (once per leadership).
+    AllResourcesInPlace,
 }
 
 /// The result of one input: what to send, what to persist, in which order.
@@ -156,6 +240,8 @@ pub struct Output {
     pub send_after_persist: Vec<Message>,
     /// Cloud calls to start; each must be abandoned at its deadline.
     pub calls: Vec<Call>,
+    /// This node's health changed: tell the peers now (the daemon also repeats it).
+    pub advert: Option<HealthAdvert>,
     pub notices: Vec<Notice>,
 }
 
@@ -192,6 +278,15 @@ pub struct CoreStatus {
     pub lease_until_ms: Option<u64>,
     /// What this node knows of each resource.
     pub resources: Vec<ResourceView>,
+    /// Whether this node's checks all pass.
+    pub healthy: bool,
+    pub checks: Vec<CheckView>,
+    /// Each peer's latest fresh health advert.
+    pub peer_health: BTreeMap<u64, HealthAdvert>,
+    /// The replicated maintenance flag.
+    pub maintenance: bool,
+    /// The leader is unhealthy and no healthy peer can take over.
+    pub degraded: bool,
 }
 
 /// Why a core could not be built.
@@ -237,6 +332,16 @@ pub struct Core {
     /// The last time leadership was handed off because resources kept failing.
     last_failure_hand_off_ms: Option<u64>,
     now_ms: u64,
+    health: Health,
+    maintenance: bool,
+    degraded: bool,
+    /// The last time this node handed leadership off for health or preemption.
+    last_health_hand_off_ms: Option<u64>,
+    /// Whether AllResourcesInPlace was reported in this leadership.
+    all_in_place_reported: bool,
+    /// A transfer waiting for this node's claims in flight to end (crate docs, rule 4): the
+    /// lease is already given up, but a claim sent before may still land until its deadline.
+    pending_transfer: Option<(u64, HandOffReason)>,
 }
 
 impl Core {
@@ -306,6 +411,8 @@ impl Core {
             config.election_ticks as u64,
         ));
         let reconciler = Reconciler::new(config.reconcile, config.resources);
+        let stale_after_ms = 3 * config.election_ticks as u64 * config.tick_ms;
+        let health = Health::new(config.health.checks.clone(), stale_after_ms);
         let mut core = Core {
             raw,
             config,
@@ -320,7 +427,14 @@ impl Core {
             round_after_commit: false,
             last_failure_hand_off_ms: None,
             now_ms: 0,
+            health,
+            maintenance: false,
+            degraded: false,
+            last_health_hand_off_ms: None,
+            all_in_place_reported: false,
+            pending_transfer: None,
         };
+        core.apply_effective_priority();
         core.randomize_election_timeout();
         Ok(core)
     }
@@ -345,6 +459,20 @@ impl Core {
                     self.raw.report_unreachable(id);
                 }
             }
+            Input::Probe { check, passed } => {
+                if self.health.probe(self.now_ms, check, passed) {
+                    let healthy = self.health.healthy();
+                    out.notices.push(Notice::HealthChanged { healthy });
+                    out.advert = Some(self.advert());
+                    self.apply_effective_priority();
+                }
+            }
+            Input::PeerHealth { peer, advert } => {
+                if peer != self.config.id && self.config.role_of(peer).is_some() {
+                    self.health.peer_advert(self.now_ms, peer, advert);
+                }
+            }
+            Input::Operator(command) => self.operator(command, &mut out),
             Input::CallFinished { call_id, result } => {
                 let event = self
                     .reconciler
@@ -377,7 +505,10 @@ impl Core {
     /// The leader starts a heartbeat round whose majority acknowledgement extends its lease.
     /// None while a transfer is under way: the lease was given up before it started.
     fn start_lease_round(&mut self) {
-        if self.raw.raft.state == StateRole::Leader && self.raw.raft.lead_transferee.is_none() {
+        if self.raw.raft.state == StateRole::Leader
+            && self.raw.raft.lead_transferee.is_none()
+            && self.pending_transfer.is_none()
+        {
             let context = self.lease.start_round(self.now_ms);
             self.raw.read_index(context);
         }
@@ -415,12 +546,26 @@ impl Core {
             progress,
             lease_until_ms: self.lease_until(),
             resources: self.reconciler.views(),
+            healthy: self.health.healthy(),
+            checks: self.health.checks(),
+            peer_health: self
+                .config
+                .members
+                .iter()
+                .filter(|m| m.id != self.config.id)
+                .filter_map(|m| self.health.peer(self.now_ms, m.id).map(|a| (m.id, a)))
+                .collect(),
+            maintenance: self.maintenance,
+            degraded: self.degraded,
         }
     }
 
     /// The end of this node's lease, if it is the leader and holds one now.
     pub fn lease_until(&self) -> Option<u64> {
-        if self.raw.raft.state != StateRole::Leader || self.raw.raft.lead_transferee.is_some() {
+        if self.raw.raft.state != StateRole::Leader
+            || self.raw.raft.lead_transferee.is_some()
+            || self.pending_transfer.is_some()
+        {
             return None;
         }
         self.lease.valid_until(self.now_ms)
@@ -483,12 +628,23 @@ impl Core {
         if from == self.config.id || self.config.role_of(from).is_none() {
             return refuse(format!("sender {from} is not a peer of this node"), out);
         }
+        if message.get_msg_type() == MessageType::MsgPropose
+            && !message.get_entries().iter().all(|e| {
+                e.get_entry_type() == EntryType::EntryNormal
+                    && Command::decode(e.get_data()).is_some()
+            })
+        {
+            return refuse(
+                "a proposal that is not an operator command".to_string(),
+                out,
+            );
+        }
         if matches!(
             message.get_msg_type(),
-            MessageType::MsgTransferLeader | MessageType::MsgPropose | MessageType::MsgReadIndex
+            MessageType::MsgTransferLeader | MessageType::MsgReadIndex
         ) {
             // Transfers start only here, after the lease is given up (crate docs, rule 4);
-            // ha-agent forwards no proposals or reads between nodes.
+            // ha-agent forwards no reads between nodes.
             return refuse(
                 format!("{:?} is not accepted from peers", message.get_msg_type()),
                 out,
@@ -513,6 +669,13 @@ impl Core {
             // raft-rs aborts the process on a vote message without a term.
             return refuse("vote message without a term".to_string(), out);
         }
+        if is_vote_request && message.get_context() != b"CampaignTransfer" && !self.eligible(from) {
+            // Health decides before priority: while a healthy voter exists, a candidate known
+            // to be unhealthy gets no vote. Transfers are exempt: this node only starts them
+            // towards healthy peers.
+            out.notices.push(Notice::VoteRefusedUnhealthy { from });
+            return;
+        }
         if is_vote_request && self.ticks < self.quiet_until {
             out.notices.push(Notice::VoteIgnoredWhileQuiet {
                 from,
@@ -526,25 +689,37 @@ impl Core {
     }
 
     fn hand_off(&mut self, reason: HandOffReason, out: &mut Output) {
+        let target = self.hand_off_target();
+        self.hand_off_to(target, reason, out);
+    }
+
+    fn hand_off_to(&mut self, target: Option<u64>, reason: HandOffReason, out: &mut Output) {
         if self.raw.raft.state != StateRole::Leader {
             return;
         }
         if self.raw.raft.lead_transferee.is_some() {
             return;
         }
-        match self.hand_off_target() {
+        if self.pending_transfer.is_some() {
+            return;
+        }
+        match target {
             Some(to) => {
                 // Give the lease up before the transfer: the transferee campaigns at once,
-                // without waiting out the followers' check-quorum guard.
+                // without waiting out the followers' check-quorum guard. Claims already in
+                // flight may land until their deadlines, so the transfer itself waits for them
+                // (see `start_pending_transfer`).
                 self.lease.surrender();
-                self.raw.transfer_leader(to);
+                self.pending_transfer = Some((to, reason));
                 out.notices.push(Notice::HandingOff { to, reason });
+                self.start_pending_transfer();
             }
             None => out.notices.push(Notice::NoHandOffTarget { reason }),
         }
     }
 
-    /// The voter peer best placed to take over: recently active, most caught up, lowest id.
+    /// The voter peer best placed to take over: healthy first, then recently active, higher
+    /// priority, most caught up, lowest id.
     fn hand_off_target(&self) -> Option<u64> {
         let prs = self.raw.raft.prs();
         self.config
@@ -552,23 +727,201 @@ impl Core {
             .iter()
             .filter(|m| m.id != self.config.id && m.role == MemberRole::Voter)
             .filter_map(|m| prs.get(m.id).map(|pr| (m.id, pr)))
-            .max_by_key(|(id, pr)| (pr.recent_active, pr.matched, std::cmp::Reverse(*id)))
+            .max_by_key(|(id, pr)| {
+                let advert = self.health.peer(self.now_ms, *id);
+                (
+                    advert.is_some_and(|a| a.healthy),
+                    pr.recent_active,
+                    advert.map_or(0, |a| a.priority),
+                    pr.matched,
+                    std::cmp::Reverse(*id),
+                )
+            })
             .map(|(id, _)| id)
     }
 
-    fn after_input(&mut self, out: &mut Output) {
-        if self.raw.raft.state == StateRole::Leader {
-            if self.config.role_of(self.config.id) == Some(MemberRole::Witness) {
-                self.hand_off(HandOffReason::Witness, out);
-            } else if self.reconciler.failing_too_long(self.now_ms)
-                && self.last_failure_hand_off_ms.is_none_or(|at| {
-                    self.now_ms.saturating_sub(at) >= self.config.reconcile.hand_off_after_ms
-                })
-            {
-                self.last_failure_hand_off_ms = Some(self.now_ms);
-                self.hand_off(HandOffReason::ResourcesFailing, out);
+    /// Starts a pending transfer once no claim of this node can still land in the cloud.
+    fn start_pending_transfer(&mut self) {
+        let Some((to, _)) = self.pending_transfer else {
+            return;
+        };
+        if self.raw.raft.state != StateRole::Leader {
+            self.pending_transfer = None;
+            return;
+        }
+        if self
+            .reconciler
+            .claims_in_flight_until()
+            .is_some_and(|deadline| self.now_ms < deadline)
+        {
+            return;
+        }
+        self.pending_transfer = None;
+        self.raw.transfer_leader(to);
+    }
+
+    /// A healthy voter peer that can take over now: fresh healthy advert, recently active.
+    fn healthy_successor(&self) -> Option<u64> {
+        self.hand_off_target().filter(|&id| self.peer_ready(id))
+    }
+
+    fn peer_ready(&self, id: u64) -> bool {
+        self.health.peer(self.now_ms, id).is_some_and(|a| a.healthy)
+            && self
+                .raw
+                .raft
+                .prs()
+                .get(id)
+                .is_some_and(|pr| pr.recent_active)
+    }
+
+    /// This node's advert.
+    pub fn advert(&self) -> HealthAdvert {
+        self.health.advert(self.now_ms, self.config.priority)
+    }
+
+    /// Whether `candidate` may be elected: unless it is *known* to be unhealthy while another
+    /// voter is known to be healthy. Unknown health (no fresh advert yet) never blocks an
+    /// election: liveness must not depend on adverts arriving.
+    fn eligible(&self, candidate: u64) -> bool {
+        let health = |id: u64| -> Option<bool> {
+            if id == self.config.id {
+                Some(self.health.healthy())
+            } else {
+                self.health.peer(self.now_ms, id).map(|a| a.healthy)
+            }
+        };
+        if health(candidate) != Some(false) {
+            return true;
+        }
+        !self
+            .config
+            .members
+            .iter()
+            .any(|m| m.role == MemberRole::Voter && m.id != candidate && health(m.id) == Some(true))
+    }
+
+    /// Raft's priority: the configured one while healthy, 0 while not, so that an unhealthy
+    /// node never out-ranks (and so blocks) a healthy candidate.
+    fn apply_effective_priority(&mut self) {
+        let priority = if self.health.healthy() {
+            self.config.priority
+        } else {
+            0
+        };
+        self.raw.set_priority(priority);
+    }
+
+    fn operator(&mut self, command: Command, out: &mut Output) {
+        let refuse = |reason: String, out: &mut Output| {
+            out.notices.push(Notice::CommandRefused { command, reason })
+        };
+        if let Command::Switchover { to } = command {
+            if self.maintenance {
+                return refuse(
+                    "maintenance is on: nothing moves until it is off".into(),
+                    out,
+                );
+            }
+            if let Some(to) = to {
+                match self.config.role_of(to) {
+                    None => return refuse(format!("node {to} is not a member"), out),
+                    Some(MemberRole::Witness) => {
+                        return refuse(format!("node {to} is a witness and never leads"), out)
+                    }
+                    Some(MemberRole::Voter) => {}
+                }
+                if self.raw.raft.leader_id == to {
+                    return refuse(format!("node {to} already leads"), out);
+                }
+                let healthy = if to == self.config.id {
+                    self.health.healthy()
+                } else {
+                    self.health.peer(self.now_ms, to).is_some_and(|a| a.healthy)
+                };
+                if !healthy {
+                    return refuse(format!("node {to} is not healthy (or not reachable)"), out);
+                }
             }
         }
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            return refuse(
+                "no leader is known: try again once the group has one".into(),
+                out,
+            );
+        }
+        match self.raw.propose(vec![], command.encode()) {
+            Ok(()) => out.notices.push(Notice::CommandProposed { command }),
+            Err(e) => refuse(format!("the proposal was dropped: {e}"), out),
+        }
+    }
+
+    /// Leader policies that move leadership: witness, health, preemption, failing resources.
+    fn leadership_policy(&mut self, out: &mut Output) {
+        if self.raw.raft.state != StateRole::Leader
+            || self.raw.raft.lead_transferee.is_some()
+            || self.pending_transfer.is_some()
+        {
+            return;
+        }
+        if self.config.role_of(self.config.id) == Some(MemberRole::Witness) {
+            return self.hand_off(HandOffReason::Witness, out);
+        }
+        let healthy = self.health.healthy();
+        let successor = self.healthy_successor();
+        let degraded = !healthy && successor.is_none();
+        if degraded != self.degraded {
+            self.degraded = degraded;
+            out.notices.push(Notice::Degraded { degraded });
+        }
+        if self.maintenance {
+            return;
+        }
+        let interval_passed = self.last_health_hand_off_ms.is_none_or(|at| {
+            self.now_ms.saturating_sub(at) >= self.config.health.min_hand_off_interval_ms
+        });
+        let confirmed = successor.is_some_and(|id| {
+            let failed_at = self.health.unhealthy_since().unwrap_or(0);
+            self.health
+                .peer_heard_at(id)
+                .is_some_and(|at| at >= failed_at + self.config.health.confirm_ms)
+        });
+        if !healthy && confirmed && interval_passed {
+            self.last_health_hand_off_ms = Some(self.now_ms);
+            return self.hand_off_to(successor, HandOffReason::Unhealthy, out);
+        }
+        if healthy && self.config.health.preempt && interval_passed {
+            let preemptor = self
+                .config
+                .members
+                .iter()
+                .filter(|m| m.id != self.config.id && m.role == MemberRole::Voter)
+                .filter(|m| self.peer_ready(m.id))
+                .filter_map(|m| self.health.peer(self.now_ms, m.id).map(|a| (m.id, a)))
+                .filter(|(_, a)| {
+                    a.priority > self.config.priority
+                        && a.healthy_for_ms >= self.config.health.preempt_delay_ms
+                })
+                .max_by_key(|(id, a)| (a.priority, std::cmp::Reverse(*id)))
+                .map(|(id, _)| id);
+            if preemptor.is_some() {
+                self.last_health_hand_off_ms = Some(self.now_ms);
+                return self.hand_off_to(preemptor, HandOffReason::Preempt, out);
+            }
+        }
+        if self.reconciler.failing_too_long(self.now_ms)
+            && self.last_failure_hand_off_ms.is_none_or(|at| {
+                self.now_ms.saturating_sub(at) >= self.config.reconcile.hand_off_after_ms
+            })
+        {
+            self.last_failure_hand_off_ms = Some(self.now_ms);
+            self.hand_off(HandOffReason::ResourcesFailing, out);
+        }
+    }
+
+    fn after_input(&mut self, out: &mut Output) {
+        self.start_pending_transfer();
+        self.leadership_policy(out);
         let was_leader = self.reported.0 == Role::Leader;
         self.drain_ready(out);
         let is_leader = self.raw.raft.state == StateRole::Leader;
@@ -578,6 +931,11 @@ impl Core {
             self.lease.surrender();
             self.reconciler.reset();
             self.round_after_commit = false;
+            self.all_in_place_reported = false;
+            if !is_leader && self.degraded {
+                self.degraded = false;
+                out.notices.push(Notice::Degraded { degraded: false });
+            }
         }
         if is_leader && !self.round_after_commit && self.raw.raft.commit_to_current_term() {
             // The first lease round of a leadership goes out as soon as raft accepts it,
@@ -586,7 +944,7 @@ impl Core {
             self.start_lease_round();
             self.drain_ready(out);
         }
-        if self.raw.raft.lead_transferee.is_some() {
+        if self.raw.raft.lead_transferee.is_some() || self.pending_transfer.is_some() {
             self.lease.surrender();
         }
         let lease = self.lease_until();
@@ -595,7 +953,8 @@ impl Core {
             (true, None) => out.notices.push(Notice::LeaseLost {
                 reason: if !is_leader {
                     "no longer leader"
-                } else if self.raw.raft.lead_transferee.is_some() {
+                } else if self.raw.raft.lead_transferee.is_some() || self.pending_transfer.is_some()
+                {
                     "given up for a leadership transfer"
                 } else {
                     "not renewed by a majority in time"
@@ -605,9 +964,16 @@ impl Core {
         }
         self.had_lease = lease.is_some();
         if is_leader {
-            out.calls = self
-                .reconciler
-                .due_calls(self.now_ms, lease, self.raw.raft.term);
+            out.calls = self.reconciler.due_calls(
+                self.now_ms,
+                lease,
+                self.raw.raft.term,
+                !self.maintenance,
+            );
+            if !self.all_in_place_reported && self.reconciler.all_in_place() {
+                self.all_in_place_reported = true;
+                out.notices.push(Notice::AllResourcesInPlace);
+            }
         }
         let key = (
             self.raw.raft.term,
@@ -681,7 +1047,7 @@ impl Core {
             }
             out.send_after_persist
                 .extend(ready.take_persisted_messages());
-            self.apply(ready.take_committed_entries());
+            self.apply(ready.take_committed_entries(), out);
             let mut light = self.raw.advance(ready);
             if let Some(commit) = light.commit_index() {
                 self.raw
@@ -692,7 +1058,7 @@ impl Core {
                 dirty = true;
             }
             out.send_after_persist.extend(light.take_messages());
-            self.apply(light.take_committed_entries());
+            self.apply(light.take_committed_entries(), out);
             self.raw.advance_apply();
         }
         if dirty {
@@ -702,12 +1068,46 @@ impl Core {
 
     /// Applies committed entries. Today the log carries only the empty entries that new leaders
     /// append; ha-agent proposes no commands and no membership changes.
-    fn apply(&mut self, entries: Vec<Entry>) {
+    /// Applies committed entries: the empty entries new leaders append, and operator commands.
+    /// ha-agent proposes no membership changes.
+    fn apply(&mut self, entries: Vec<Entry>, out: &mut Output) {
         for entry in entries {
-            debug_assert!(
-                entry.get_entry_type() == EntryType::EntryNormal,
-                "ha-agent never proposes membership changes"
-            );
+            if entry.get_entry_type() != EntryType::EntryNormal || entry.get_data().is_empty() {
+                continue;
+            }
+            match Command::decode(entry.get_data()) {
+                Some(Command::Maintenance(on)) if on != self.maintenance => {
+                    self.maintenance = on;
+                    out.notices.push(Notice::MaintenanceChanged { on });
+                }
+                Some(Command::Maintenance(_)) => {}
+                Some(command @ Command::Switchover { to }) => {
+                    // Only the leader of the moment acts, after checking again with its view.
+                    // Entries replayed after a restart find this node a follower: no effect.
+                    if self.raw.raft.state != StateRole::Leader {
+                        continue;
+                    }
+                    if self.maintenance {
+                        out.notices.push(Notice::CommandRefused {
+                            command,
+                            reason: "maintenance is on".into(),
+                        });
+                        continue;
+                    }
+                    let target = to.or_else(|| self.healthy_successor());
+                    match target {
+                        Some(id) if id == self.config.id => {}
+                        Some(id) if self.peer_ready(id) => {
+                            self.hand_off_to(Some(id), HandOffReason::Switchover, out)
+                        }
+                        _ => out.notices.push(Notice::CommandRefused {
+                            command,
+                            reason: "no healthy, reachable peer to take over".into(),
+                        }),
+                    }
+                }
+                None => {}
+            }
         }
     }
 }

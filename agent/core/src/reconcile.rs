@@ -132,17 +132,38 @@ impl Reconciler {
             r.in_flight = None;
             r.next_at_ms = 0;
             r.claim_next = false;
+            r.view.points_here = None;
             r.view.consecutive_failures = 0;
             r.view.out_of_place_since_ms = None;
         }
     }
 
-    /// Calls to start now, given that the lease (if any) lasts until `lease_end_ms`.
+    /// The latest deadline of a claim still in flight: until then a claim of this node may
+    /// still land in the cloud.
+    pub(crate) fn claims_in_flight_until(&self) -> Option<u64> {
+        self.resources
+            .iter()
+            .filter_map(|r| r.in_flight)
+            .filter(|c| c.kind == CallKind::Claim)
+            .map(|c| c.deadline_ms)
+            .max()
+    }
+
+    /// True when every resource was last observed in place.
+    pub(crate) fn all_in_place(&self) -> bool {
+        self.resources
+            .iter()
+            .all(|r| r.view.points_here == Some(true))
+    }
+
+    /// Calls to start now, given that the lease (if any) lasts until `lease_end_ms`. With
+    /// `claims_allowed` false (maintenance), resources are observed but never claimed.
     pub(crate) fn due_calls(
         &mut self,
         now_ms: u64,
         lease_end_ms: Option<u64>,
         term: u64,
+        claims_allowed: bool,
     ) -> Vec<Call> {
         let Some(lease_end) = lease_end_ms else {
             return Vec::new();
@@ -154,6 +175,12 @@ impl Reconciler {
         let mut calls = Vec::new();
         for (index, r) in self.resources.iter_mut().enumerate() {
             if r.in_flight.is_some() || now_ms < r.next_at_ms {
+                continue;
+            }
+            if r.claim_next && !claims_allowed {
+                // Observe again later instead: it may have come back, or maintenance may end.
+                r.claim_next = false;
+                r.next_at_ms = now_ms + self.config.interval_ms.min(1_000);
                 continue;
             }
             let call = Call {

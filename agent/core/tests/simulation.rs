@@ -30,8 +30,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ha_agent_core::{
-    Call, CallKind, CallResult, Core, CoreConfig, DurableState, Input, Member, MemberRole, Message,
-    Notice, Output, ReconcileConfig, Role,
+    Call, CallKind, CallResult, CheckRule, Command, Core, CoreConfig, DurableState, HealthAdvert,
+    HealthConfig, Input, Member, MemberRole, Message, Notice, Output, ReconcileConfig, Role,
 };
 use raft::prelude::MessageType;
 use rand::seq::SliceRandom;
@@ -50,6 +50,20 @@ const STEP_DOWN_TICKS: u64 = 2 * ELECTION_TICKS as u64 + 1;
 /// Clock rates differ from real time by at most this (the lease assumes 5 %).
 const MAX_DRIFT: f64 = 0.02;
 const MAX_EVENTS_PER_SCHEDULE: u64 = 20_000_000;
+/// Health: one check probed every PROBE_MS, flipping after RISE passes or FALL failures.
+const PROBE_MS: u64 = 200;
+const RISE: u32 = 2;
+const FALL: u32 = 3;
+/// Peers re-advertise their health this often.
+const ADVERT_MS: u64 = 250;
+/// Least time between two health hand-offs by one node.
+const MIN_HAND_OFF_MS: u64 = 5_000;
+/// An unhealthy leader waits this long for a fresh advert from its successor (one probe interval
+/// and one advert).
+const CONFIRM_MS: u64 = PROBE_MS + ADVERT_MS;
+/// An unhealthy leader with a healthy peer hands off within `FALL` probes, the confirmation,
+/// one more advert, and one transfer; this is that bound with room for late ticks and delays.
+const UNHEALTHY_HAND_OFF_BOUND_MS: u64 = FALL as u64 * PROBE_MS + CONFIRM_MS + ADVERT_MS + 1_500;
 
 fn reconcile_config() -> ReconcileConfig {
     ReconcileConfig {
@@ -81,6 +95,21 @@ enum Event {
     Restart {
         node: u64,
     },
+    Probe {
+        node: u64,
+        incarnation: u64,
+    },
+    /// A node's periodic health advert to its peers.
+    Advertise {
+        node: u64,
+        incarnation: u64,
+    },
+    /// An advert in flight.
+    Advert {
+        from: u64,
+        to: u64,
+        advert: HealthAdvert,
+    },
 }
 
 struct SimNode {
@@ -99,6 +128,11 @@ struct SimNode {
     lease_end_real: u64,
     /// Real end of this node's last claim window.
     claim_end_real: u64,
+    /// Whether the node's service passes its health check (scripted by the phases).
+    service_up: bool,
+    /// The node's own health as its core last reported it, and since when (real time).
+    healthy: bool,
+    health_since: u64,
 }
 
 impl SimNode {
@@ -132,6 +166,8 @@ struct Stats {
     failed_calls: u64,
     worst_convergence_ms: u64,
     worst_step_down_ticks: u64,
+    flap_hand_offs: u64,
+    maintenance_phases: u64,
 }
 
 struct Sim {
@@ -154,6 +190,10 @@ struct Sim {
     stats: Stats,
     /// Print every notice (`SIM_TRACE=1`, with `replay`).
     trace: bool,
+    /// No partitions, crashes or pauses are active: health rules are checked strictly.
+    calm: bool,
+    maintenance_claims: u64,
+    hand_offs: u64,
 }
 
 impl Sim {
@@ -190,6 +230,16 @@ impl Sim {
                         tick_ms: TICK_MS,
                         resources,
                         reconcile: reconcile_config(),
+                        health: HealthConfig {
+                            checks: vec![CheckRule {
+                                rise: RISE,
+                                fall: FALL,
+                            }],
+                            min_hand_off_interval_ms: MIN_HAND_OFF_MS,
+                            preempt: false,
+                            preempt_delay_ms: 0,
+                            confirm_ms: CONFIRM_MS,
+                        },
                     },
                     core: None,
                     disk: None,
@@ -200,6 +250,9 @@ impl Sim {
                     ticks: 0,
                     lease_end_real: 0,
                     claim_end_real: 0,
+                    service_up: true,
+                    healthy: false,
+                    health_since: 0,
                 }
             })
             .collect();
@@ -221,6 +274,9 @@ impl Sim {
             committed_term: BTreeMap::new(),
             stats: Stats::default(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
+            calm: false,
+            maintenance_claims: 0,
+            hand_offs: 0,
         };
         for id in sim.ids() {
             let at = sim.rng.gen_range(0..50);
@@ -286,9 +342,25 @@ impl Sim {
                 node.ticks = 0;
                 let incarnation = node.incarnation;
                 let first = (TICK_MS as f64 / (1.0 + node.drift)) as u64;
+                node.healthy = false;
+                node.health_since = now;
                 self.schedule(
                     now + first,
                     Event::Tick {
+                        node: id,
+                        incarnation,
+                    },
+                );
+                self.schedule(
+                    now + PROBE_MS / 2,
+                    Event::Probe {
+                        node: id,
+                        incarnation,
+                    },
+                );
+                self.schedule(
+                    now + ADVERT_MS / 2,
+                    Event::Advertise {
                         node: id,
                         incarnation,
                     },
@@ -354,10 +426,40 @@ impl Sim {
             if self.trace {
                 println!("{:>8} ms  node {id}: {notice:?}", self.now);
             }
+            match notice {
+                Notice::HealthChanged { healthy } => {
+                    let now = self.now;
+                    let node = self.node_mut(id);
+                    node.healthy = *healthy;
+                    node.health_since = now;
+                }
+                Notice::HandingOff { .. } => self.hand_offs += 1,
+                _ => {}
+            }
+        }
+        if let Some(advert) = out.advert {
+            self.broadcast_advert(id, advert);
         }
         for call in out.calls {
             self.start_call(id, call);
         }
+    }
+
+    fn broadcast_advert(&mut self, from: u64, advert: HealthAdvert) {
+        for to in self.ids() {
+            if to != from {
+                let latency = self.rng.gen_range(1..10);
+                self.schedule(self.now + latency, Event::Advert { from, to, advert });
+            }
+        }
+    }
+
+    /// Every running node has applied maintenance on.
+    fn maintenance_everywhere(&self) -> bool {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.core.as_ref())
+            .all(|c| c.status().maintenance)
     }
 
     fn enqueue(&mut self, messages: Vec<Message>) {
@@ -379,6 +481,9 @@ impl Sim {
         let incarnation = node.incarnation;
         if call.kind == CallKind::Claim {
             self.stats.claims += 1;
+            if self.maintenance_everywhere() {
+                self.maintenance_claims += 1;
+            }
             self.check_claim(id, deadline_real);
         }
         let latency = if self.rng.gen_bool(0.1) {
@@ -507,8 +612,12 @@ impl Sim {
             self.fail("too many events: a message storm?".into());
         }
         let target = match &event {
-            Event::Tick { node, .. } | Event::CallDone { node, .. } => Some(*node),
+            Event::Tick { node, .. }
+            | Event::CallDone { node, .. }
+            | Event::Probe { node, .. }
+            | Event::Advertise { node, .. } => Some(*node),
             Event::Deliver(m) => Some(m.get_to()),
+            Event::Advert { to, .. } => Some(*to),
             Event::CloudEffect { .. } | Event::Restart { .. } => None,
         };
         if let Some(id) = target {
@@ -571,6 +680,35 @@ impl Sim {
             Event::CloudEffect { node, resource } => {
                 self.cloud[resource] = Some(node);
             }
+            Event::Probe { node, incarnation } => {
+                let n = self.node(node);
+                if n.core.is_none() || n.incarnation != incarnation {
+                    return;
+                }
+                let passed = n.service_up;
+                let next = (PROBE_MS as f64 / (1.0 + n.drift)) as u64;
+                self.schedule(self.now + next, Event::Probe { node, incarnation });
+                self.feed(node, Input::Probe { check: 0, passed });
+            }
+            Event::Advertise { node, incarnation } => {
+                let n = self.node(node);
+                if n.core.is_none() || n.incarnation != incarnation {
+                    return;
+                }
+                let advert = n.core.as_ref().unwrap().advert();
+                let next = (ADVERT_MS as f64 / (1.0 + n.drift)) as u64;
+                self.schedule(self.now + next, Event::Advertise { node, incarnation });
+                self.broadcast_advert(node, advert);
+            }
+            Event::Advert { from, to, advert } => {
+                if self.cut.contains(&(from, to)) || !self.is_up(to) {
+                    return;
+                }
+                if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+                    return;
+                }
+                self.feed(to, Input::PeerHealth { peer: from, advert });
+            }
         }
     }
 
@@ -604,6 +742,7 @@ impl Sim {
                 None => {
                     self.leader_of_term.insert(term, id);
                     self.stats.elections += 1;
+                    self.check_promotion_is_healthy(id);
                     if self.node(id).is_witness() {
                         self.stats.witness_elections += 1;
                     }
@@ -629,6 +768,29 @@ impl Sim {
                     None => {}
                 }
             }
+        }
+    }
+
+    /// While nothing but health is failing, no node that has been unhealthy for a while is
+    /// elected when another voter has been healthy for a while (adverts need a moment).
+    fn check_promotion_is_healthy(&self, id: u64) {
+        if !self.calm {
+            return;
+        }
+        let settled = |n: &SimNode| self.now.saturating_sub(n.health_since) >= 1_000;
+        let leader = self.node(id);
+        if leader.healthy || !settled(leader) {
+            return;
+        }
+        if let Some(healthy) = self
+            .nodes
+            .iter()
+            .find(|n| n.id != id && !n.is_witness() && n.core.is_some() && n.healthy && settled(n))
+        {
+            self.fail(format!(
+                "unhealthy node {id} was elected while voter {} was healthy",
+                healthy.id
+            ));
         }
     }
 
@@ -672,6 +834,10 @@ impl Sim {
 
     fn converged(&self, group: &[u64]) -> Option<u64> {
         let leader = self.agreed_leader(group)?;
+        // With every service up, the leader must be healthy too.
+        if self.nodes.iter().all(|n| n.service_up) && !self.node(leader).healthy {
+            return None;
+        }
         self.cloud
             .iter()
             .all(|holder| *holder == Some(leader))
@@ -756,6 +922,9 @@ impl Sim {
             println!("{:>8} ms  heal", self.now);
         }
         self.heal_all();
+        for node in &mut self.nodes {
+            node.service_up = true;
+        }
         // Timers that ran out during the faults may still start an election just after the
         // heal; that is recovery, not flapping. Let them play out, then expect stability.
         self.run_for(2 * ELECTION_TICKS as u64 * TICK_MS + 500);
@@ -826,6 +995,126 @@ impl Sim {
         self.run_for(pause + 500);
     }
 
+    /// The leader's service fails: it hands off to a healthy peer within the bound, and the
+    /// resources follow.
+    fn phase_unhealthy_leader(&mut self) {
+        let Some(old) = self.current_leader() else {
+            return;
+        };
+        self.calm = true;
+        self.node_mut(old).service_up = false;
+        let start = self.now;
+        while self.status(old).is_some_and(|s| s.role == Role::Leader) {
+            if self.now - start > UNHEALTHY_HAND_OFF_BOUND_MS {
+                self.fail(format!(
+                    "unhealthy leader {old} still leads {} ms after its service failed (bound {UNHEALTHY_HAND_OFF_BOUND_MS} ms)",
+                    self.now - start
+                ));
+            }
+            self.run_for(10);
+        }
+        let all = self.ids();
+        self.await_convergence(&all, &format!("after leader {old}'s service failed"));
+        let leader = self.agreed_leader(&all).unwrap();
+        if leader == old || !self.node(leader).healthy {
+            self.fail(format!(
+                "after {old}'s service failed, {leader} leads (healthy: {})",
+                self.node(leader).healthy
+            ));
+        }
+        self.calm = false;
+    }
+
+    /// Every service fails: nothing moves (the leader keeps the resources, degraded).
+    fn phase_everyone_unhealthy(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let cloud = self.cloud.clone();
+        let hand_offs = self.hand_offs;
+        for node in &mut self.nodes {
+            node.service_up = false;
+        }
+        self.run_for(5_000);
+        if self.current_leader() != Some(leader)
+            || self.cloud != cloud
+            || self.hand_offs != hand_offs
+        {
+            self.fail(format!(
+                "with every node unhealthy something moved: leader {leader} -> {:?}, cloud {cloud:?} -> {:?}",
+                self.current_leader(),
+                self.cloud
+            ));
+        }
+        if !self.status(leader).is_some_and(|s| s.degraded) {
+            self.fail(format!("leader {leader} does not report degraded"));
+        }
+    }
+
+    /// The leader's service flaps: hysteresis and the minimum interval bound the hand-offs.
+    fn phase_flapping(&mut self) {
+        if self.current_leader().is_none() {
+            return;
+        }
+        let length = 10_000;
+        let hand_offs = self.hand_offs;
+        let end = self.now + length;
+        while self.now < end {
+            if let Some(leader) = self.current_leader() {
+                let node = self.node_mut(leader);
+                node.service_up = !node.service_up;
+            }
+            let period = self.rng.gen_range(150..900);
+            self.run_for(period);
+        }
+        // Each node hands off at most once per interval; a hand-off needs FALL failed probes.
+        let bound = self.nodes.len() as u64 * (1 + length / MIN_HAND_OFF_MS);
+        let made = self.hand_offs - hand_offs;
+        if made > bound {
+            self.fail(format!(
+                "a flapping service caused {made} hand-offs in {length} ms (bound {bound})"
+            ));
+        }
+        self.stats.flap_hand_offs += made;
+    }
+
+    /// Maintenance on: the leader's service fails and the leader crashes, yet nothing is
+    /// claimed; maintenance off: everything converges again.
+    fn phase_maintenance(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let via = *self.ids().choose(&mut self.rng).unwrap();
+        self.feed(via, Input::Operator(Command::Maintenance(true)));
+        let start = self.now;
+        while !self.maintenance_everywhere() {
+            if self.now - start > 5_000 {
+                self.fail("maintenance on did not reach every node within 5 s".into());
+            }
+            self.run_for(10);
+        }
+        let claims = self.maintenance_claims;
+        let hand_offs = self.hand_offs;
+        self.node_mut(leader).service_up = false;
+        self.run_for(2_000);
+        if self.hand_offs != hand_offs {
+            self.fail("a hand-off happened during maintenance".into());
+        }
+        self.crash(leader, Some(3_000));
+        self.run_for(5_000);
+        if self.maintenance_claims != claims {
+            self.fail(format!(
+                "{} claims during maintenance",
+                self.maintenance_claims - claims
+            ));
+        }
+        self.stats.maintenance_phases += 1;
+        let Some(now_leader) = self.current_leader() else {
+            return;
+        };
+        self.feed(now_leader, Input::Operator(Command::Maintenance(false)));
+    }
+
     /// A planned hand-off (SIGTERM, switchover): the leader gives up its lease first.
     fn phase_hand_off(&mut self) {
         let Some(old) = self.current_leader() else {
@@ -863,7 +1152,7 @@ impl Sim {
     fn run(&mut self, phases: usize) {
         self.phase_heal();
         for _ in 0..phases {
-            let phase = self.rng.gen_range(0..7);
+            let phase = self.rng.gen_range(0..11);
             if self.trace {
                 println!("{:>8} ms  phase {phase}", self.now);
             }
@@ -873,6 +1162,10 @@ impl Sim {
                 3 => self.phase_crash_leader(),
                 4 => self.phase_hand_off(),
                 5 => self.phase_restart_during_partial_partition(),
+                6 => self.phase_unhealthy_leader(),
+                7 => self.phase_everyone_unhealthy(),
+                8 => self.phase_flapping(),
+                9 => self.phase_maintenance(),
                 _ => self.phase_pause_leader(),
             }
             self.phase_heal();
@@ -916,11 +1209,14 @@ fn seeded_schedules_keep_every_invariant() {
         total.failed_calls += s.failed_calls;
         total.worst_convergence_ms = total.worst_convergence_ms.max(s.worst_convergence_ms);
         total.worst_step_down_ticks = total.worst_step_down_ticks.max(s.worst_step_down_ticks);
+        total.flap_hand_offs += s.flap_hand_offs;
+        total.maintenance_phases += s.maintenance_phases;
     }
     println!(
         "{count} schedules, {} simulated hours: {} events, {} elections ({} won by a witness and handed on), \
          {} claims, {} failed calls, {} crashes ({} between send and persist), {} pauses, {} isolations; \
-         worst convergence {} ms, worst step-down of an isolated leader {} ticks",
+         worst convergence {} ms, worst step-down of an isolated leader {} ticks; \
+         {} hand-offs under flapping, {} maintenance phases without a claim",
         simulated_ms / 3_600_000,
         total.events,
         total.elections,
@@ -932,7 +1228,9 @@ fn seeded_schedules_keep_every_invariant() {
         total.pauses,
         total.isolations,
         total.worst_convergence_ms,
-        total.worst_step_down_ticks
+        total.worst_step_down_ticks,
+        total.flap_hand_offs,
+        total.maintenance_phases
     );
     // The schedules must exercise the faults they claim to.
     assert!(
