@@ -1,5 +1,13 @@
 //! A group of `ha-agent run` processes, one per network namespace, and the operations the
-//! tests apply to them: start, SIGKILL, SIGSTOP/SIGCONT, SIGTERM, partitions, status polls.
+//! tests apply to them: start, SIGKILL, SIGSTOP/SIGCONT, SIGTERM, partitions, status polls,
+//! and, for a cluster with an AWS world ([`ClusterSpec::with_aws`]), observations of the
+//! floating resources through the emulator's API.
+//!
+//! Fail closed: every config the harness writes has `aws.endpoint-url` (the cluster's fault
+//! proxy, or, without an AWS world, a port on the bridge address where nothing listens), and
+//! [`Cluster::start`] refuses a config whose endpoint is missing or not local
+//! ([`crate::aws::check_agent_config`]). Agents get the emulator's static credentials and no
+//! other `AWS_*` variable.
 //!
 //! Every wait is bounded in time and in rounds. When a wait fails, its error carries every
 //! node's state, last status and log tail, and the harness's own event log. A [`Cluster`]
@@ -20,6 +28,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::aws::{self, wall_clock, AwsWorld, Holder, Holders};
 use crate::command::{self, wait_with_timeout};
 use crate::network::{Direction, Network};
 use crate::status::{judge, Leader, Role, Status, Verdict};
@@ -37,6 +46,13 @@ const LOG_TAIL_LINES: usize = 40;
 const EVENTS_KEPT: usize = 60;
 /// Longest path a Unix socket address can hold (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
+/// The port of `aws.endpoint-url` in clusters without an AWS world: on the bridge address,
+/// where nothing listens, so that an AWS call an agent should not make fails at once.
+const NO_EMULATOR_PORT: u16 = 1;
+/// How often [`Cluster::wait_for_resources_on`] asks the emulator.
+const RESOURCE_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Claims quoted in failure messages.
+const CLAIMS_QUOTED: usize = 30;
 
 /// A node's Raft membership, as written to its config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +87,11 @@ pub struct ClusterSpec {
     pub nodes: Vec<NodeSpec>,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
+    /// Whether the cluster gets an AWS world: the emulator, a fault proxy, one instance per
+    /// node, an Elastic IP, a Route53 record and a leader parameter in every config.
+    pub aws: bool,
+    /// `aws.reconcile-interval` in every config; `None` leaves the agent's default (10 s).
+    pub reconcile_interval: Option<Duration>,
 }
 
 impl ClusterSpec {
@@ -87,6 +108,8 @@ impl ClusterSpec {
                 .collect(),
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_secs(1),
+            aws: false,
+            reconcile_interval: None,
         }
     }
 
@@ -102,6 +125,18 @@ impl ClusterSpec {
 
     pub fn with_heartbeat_interval(mut self, interval: Duration) -> ClusterSpec {
         self.heartbeat_interval = interval;
+        self
+    }
+
+    /// With an AWS world (see [`ClusterSpec::aws`]).
+    pub fn with_aws(mut self) -> ClusterSpec {
+        self.aws = true;
+        self
+    }
+
+    /// With `aws.reconcile-interval = interval` (at least 1 s, the agent's minimum).
+    pub fn with_reconcile_interval(mut self, interval: Duration) -> ClusterSpec {
+        self.reconcile_interval = Some(interval);
         self
     }
 }
@@ -141,9 +176,15 @@ pub struct Cluster {
     binary: PathBuf,
     dir: PathBuf,
     created: Instant,
+    /// [`Cluster::created`] on the wall clock (seconds since the epoch), the time base of the
+    /// fault proxy's claim records.
+    created_wall: f64,
     nodes: BTreeMap<u64, Node>,
     events: VecDeque<String>,
     passed: bool,
+    /// Dropped after `Drop for Cluster` has killed the agents, before the network: the fault
+    /// proxy listens on the bridge.
+    aws: Option<AwsWorld>,
     /// Declared last: dropped after `Drop for Cluster` has killed the agents.
     network: Network,
 }
@@ -158,15 +199,31 @@ impl Cluster {
         let ids: Vec<u64> = spec.nodes.iter().map(|node| node.id).collect();
         let network = Network::create(&ids)?;
         let dir = create_run_dir(test_name, network.tag())?;
+        let aws = if spec.aws {
+            match AwsWorld::create(&network, &dir, &spec.name) {
+                Ok(world) => Some(world),
+                Err(error) => {
+                    eprintln!(
+                        "harness: test {test_name} did not pass; its files are kept in {}",
+                        dir.display()
+                    );
+                    return Err(error);
+                }
+            }
+        } else {
+            None
+        };
         let mut cluster = Cluster {
             test_name: test_name.to_string(),
             spec,
             binary,
             dir,
             created: Instant::now(),
+            created_wall: wall_clock(),
             nodes: BTreeMap::new(),
             events: VecDeque::new(),
             passed: false,
+            aws,
             network,
         };
         // From here on an error drops `cluster`: the network goes, the directory is kept.
@@ -178,6 +235,30 @@ impl Cluster {
             cluster.binary.display(),
             cluster.dir.display()
         ));
+        if let Some(world) = &cluster.aws {
+            let text = format!(
+                "AWS world: emulator {}, fault proxy {}, VPC {} subnet {}, Elastic IP {} ({}), \
+                 zone {} ({}), record {}, leader parameter {}",
+                world.emulator().endpoint(),
+                world.agent_endpoint(),
+                world.vpc_id,
+                world.subnet_id,
+                world.allocation_id,
+                world.public_ip,
+                world.zone_id,
+                world.zone_name,
+                world.record_name,
+                world.leader_parameter
+            );
+            cluster.note(text);
+            for id in cluster.ids() {
+                let node = cluster.aws()?.node(id)?.clone();
+                cluster.note(format!(
+                    "node {id}: instance {}, interface {}, private IP {}",
+                    node.instance_id, node.network_interface_id, node.private_ip
+                ));
+            }
+        }
         Ok(cluster)
     }
 
@@ -206,7 +287,7 @@ impl Cluster {
                 socket.display()
             );
             let config = node_dir.join("config.toml");
-            let text = self.render_config(&spec, &secret_file, &state_dir, &socket);
+            let text = self.render_config(&spec, &secret_file, &state_dir, &socket)?;
             fs::write(&config, text)
                 .with_context(|| format!("cannot write {}", config.display()))?;
             self.nodes.insert(
@@ -231,7 +312,7 @@ impl Cluster {
         secret_file: &Path,
         state_dir: &Path,
         socket: &Path,
-    ) -> String {
+    ) -> Result<String> {
         let mut text = format!(
             "# Written by the ha-agent end-to-end harness for test {test}.\n\
              [cluster]\n\
@@ -270,7 +351,20 @@ impl Cluster {
             "\n[status]\nsocket = {}\n",
             toml_string(&socket.to_string_lossy())
         );
-        text
+        match &self.aws {
+            Some(world) => {
+                text.push_str(&world.config_tables(node.id, self.spec.reconcile_interval)?)
+            }
+            None => {
+                let _ = write!(
+                    text,
+                    "\n# No AWS world: calls (there should be none) go where nothing listens.\n\
+                     [aws]\nendpoint-url = \"http://{}:{NO_EMULATOR_PORT}\"\n",
+                    self.network.host_address()
+                );
+            }
+        }
+        Ok(text)
     }
 
     // ---- what the cluster is -------------------------------------------------------------
@@ -317,6 +411,21 @@ impl Cluster {
         Ok(&self.node(id)?.log)
     }
 
+    /// Replaces node `id`'s config file with `text` (the agent reads it at its next start).
+    pub fn write_config(&mut self, id: u64, text: &str) -> Result<()> {
+        let path = self.node(id)?.config.clone();
+        fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        self.note(format!("node {id}: config rewritten by the test"));
+        Ok(())
+    }
+
+    /// The cluster's AWS world; fails for a cluster without one.
+    pub fn aws(&self) -> Result<&AwsWorld> {
+        self.aws.as_ref().ok_or_else(|| {
+            anyhow!("this cluster has no AWS world: create it with ClusterSpec::with_aws")
+        })
+    }
+
     /// The pid of node `id`'s agent, if the harness started one that has not been reaped.
     pub fn pid(&self, id: u64) -> Result<Option<u32>> {
         Ok(self.node(id)?.process.as_ref().map(Child::id))
@@ -337,14 +446,22 @@ impl Cluster {
     // ---- processes --------------------------------------------------------------------------
 
     /// Starts node `id`'s agent: `ip netns exec NS ha-agent run --config CFG`, stdout and
-    /// stderr appended to its log.
+    /// stderr appended to its log. Refuses a config without a local `aws.endpoint-url` (see the
+    /// module docs); the agent's environment has the emulator's credentials and no other
+    /// `AWS_*` variable.
     pub fn start(&mut self, id: u64) -> Result<()> {
         self.reap(id)?;
         let namespace = self.network.namespace(id);
         let binary = self.binary.clone();
         let elapsed = self.created.elapsed();
+        let bridge = self.network.host_address();
         let node = self.node_mut(id)?;
         ensure!(node.process.is_none(), "node {id} is already running");
+        let text = fs::read_to_string(&node.config)
+            .with_context(|| format!("cannot read {}", node.config.display()))?;
+        aws::check_agent_config(&text, bridge).with_context(|| {
+            format!("refusing to start node {id} with {}", node.config.display())
+        })?;
         node.starts += 1;
         let mut log = OpenOptions::new()
             .create(true)
@@ -357,7 +474,8 @@ impl Cluster {
             node.starts,
             elapsed.as_secs_f64()
         )?;
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec"])
             .arg(&namespace)
             .arg(&binary)
@@ -366,7 +484,9 @@ impl Cluster {
             .arg(&node.config)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
+            .stderr(log);
+        aws::set_agent_environment(&mut command);
+        let child = command
             .spawn()
             .with_context(|| format!("cannot start the agent of node {id}"))?;
         let pid = child.id();
@@ -710,6 +830,157 @@ impl Cluster {
         Ok(())
     }
 
+    // ---- the floating resources, observed through the emulator ------------------------------
+
+    /// When the cluster was created, in seconds since the epoch (the claims' time base).
+    pub fn created_wall_clock(&self) -> f64 {
+        self.created_wall
+    }
+
+    /// Fails, with diagnostics, if the fault proxy or the emulator has exited.
+    fn ensure_helpers_alive(&mut self) -> Result<()> {
+        if let Some(problem) = self.aws.as_ref().and_then(AwsWorld::helpers_exited) {
+            bail!(self.diagnose(&problem));
+        }
+        Ok(())
+    }
+
+    /// Polls the emulator until every resource points at node `id` (and the leader parameter
+    /// names `term`, if given).
+    pub fn wait_for_resources_on(
+        &mut self,
+        id: u64,
+        term: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Holders> {
+        self.aws()?;
+        let what = match term {
+            Some(term) => format!("every resource to point at node {id} in term {term}"),
+            None => format!("every resource to point at node {id}"),
+        };
+        let holders = self.poll(&what, timeout, RESOURCE_POLL_INTERVAL, |cluster| {
+            cluster.ensure_helpers_alive()?;
+            Ok(match cluster.aws()?.holders() {
+                Ok(holders) if holders.all_on(id, term) => Ok(holders),
+                Ok(holders) => Err(holders.to_string()),
+                Err(error) => Err(format!("{error:#}")),
+            })
+        })?;
+        self.note(format!("emulator: {holders}"));
+        Ok(holders)
+    }
+
+    /// Polls node `id`'s `ha-agent status --json` until it lists resources, every one in place
+    /// (the agent's own view, which follows the emulator's after its next observation).
+    pub fn wait_for_status_in_place(&mut self, id: u64, timeout: Duration) -> Result<Status> {
+        let what = format!("node {id} to report every resource in place");
+        let status = self.poll(&what, timeout, DEFAULT_POLL_INTERVAL, |cluster| {
+            cluster.ensure_live(&[id])?;
+            Ok(match cluster.status(id) {
+                Ok(status)
+                    if !status.resources.is_empty()
+                        && status.resources.iter().all(|r| r.in_place == Some(true)) =>
+                {
+                    Ok(status)
+                }
+                Ok(status) => Err(status.raw),
+                Err(error) => Err(format!("{error:#}")),
+            })
+        })?;
+        self.note(format!("node {id}: reports every resource in place"));
+        Ok(status)
+    }
+
+    /// Asks the emulator who holds the Elastic IP (DescribeAddresses) every `interval`, on a
+    /// fixed schedule, until a node other than `from` does; returns that node.
+    pub fn wait_for_elastic_ip_to_leave(
+        &mut self,
+        from: u64,
+        timeout: Duration,
+        interval: Duration,
+    ) -> Result<u64> {
+        self.aws()?;
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let interval = interval.max(Duration::from_millis(1));
+        let rounds = timeout.as_millis() / interval.as_millis() + 2;
+        let mut next = start;
+        let mut last = String::from("no observation");
+        for _ in 0..rounds {
+            match self.aws()?.elastic_ip_holder() {
+                Ok(Holder::Node(id)) if id != from => {
+                    self.note(format!(
+                        "emulator: the Elastic IP left node {from} for node {id} ({} ms into the wait)",
+                        start.elapsed().as_millis()
+                    ));
+                    return Ok(id);
+                }
+                Ok(holder) => last = holder.to_string(),
+                Err(error) => last = format!("{error:#}"),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            next += interval;
+            if next > now {
+                thread::sleep(next.min(deadline) - now);
+            } else {
+                next = now;
+            }
+        }
+        self.ensure_helpers_alive()?;
+        bail!(self.diagnose(&format!(
+            "timed out after {} ms waiting for the Elastic IP to leave node {from}; last \
+             observation: {last}",
+            start.elapsed().as_millis()
+        )))
+    }
+
+    /// Samples the emulator every 100 ms for `duration`: fails at the first sample in which
+    /// the holders differ from the first one or do not all point at `holder`, and if the
+    /// fault proxy recorded any claim meanwhile.
+    pub fn assert_resources_stable(&mut self, holder: u64, duration: Duration) -> Result<()> {
+        let claims_before = self.aws()?.claims()?.len();
+        let expected = self.aws()?.holders()?;
+        if !expected.all_on(holder, None) {
+            bail!(self.diagnose(&format!(
+                "every resource should point at node {holder}: {expected}"
+            )));
+        }
+        let interval = Duration::from_millis(100);
+        let end = Instant::now() + duration;
+        let rounds = duration.as_millis() / interval.as_millis() + 2;
+        for _ in 0..rounds {
+            self.ensure_helpers_alive()?;
+            let now = self.aws()?.holders()?;
+            if now != expected {
+                bail!(self.diagnose(&format!("the resources moved: {expected} became {now}")));
+            }
+            if Instant::now() >= end {
+                break;
+            }
+            thread::sleep(interval);
+        }
+        let claims = self.aws()?.claims()?;
+        if claims.len() != claims_before {
+            let world = self.aws()?;
+            let new = world.describe_claims(
+                &claims[claims_before.min(claims.len())..],
+                self.created_wall,
+            );
+            bail!(self.diagnose(&format!(
+                "the resources stayed on node {holder}, but claims were made meanwhile \
+                 (ms since the cluster was created):\n{new}"
+            )));
+        }
+        self.note(format!(
+            "emulator: resources stayed on node {holder} for {} ms, no claim",
+            duration.as_millis()
+        ));
+        Ok(())
+    }
+
     /// Calls `probe` every `interval` until it returns `Ok(Ok(value))`, for at most `timeout`
     /// (and a matching number of rounds). `Ok(Err(reason))` means "not yet"; `Err` fails at
     /// once. On timeout the error holds the last reason and the full diagnostics.
@@ -798,6 +1069,33 @@ impl Cluster {
                 indent(&tail(&node.log, LOG_TAIL_LINES))
             );
         }
+        if let Some(world) = &self.aws {
+            let (proxy_log, emulator_log) = world.logs();
+            let helpers = world
+                .helpers_exited()
+                .unwrap_or_else(|| "fault proxy and emulator running".to_string());
+            let holders = match world.holders() {
+                Ok(holders) => holders.to_string(),
+                Err(error) => format!("(cannot observe: {error:#})"),
+            };
+            let claims = match world.claims() {
+                Ok(claims) => {
+                    let first = claims.len().saturating_sub(CLAIMS_QUOTED);
+                    world.describe_claims(&claims[first..], self.created_wall)
+                }
+                Err(error) => format!("    (cannot read the claim log: {error:#})"),
+            };
+            let _ = write!(
+                text,
+                "\n--- AWS: {helpers}; fault proxy {} (log {}), emulator {} (log {})\n    \
+                 observed in the emulator: {holders}\n    claims recorded by the fault proxy \
+                 (last {CLAIMS_QUOTED}; ms since the cluster was created):\n{claims}\n",
+                world.agent_endpoint(),
+                proxy_log.display(),
+                world.emulator().endpoint(),
+                emulator_log.display()
+            );
+        }
         let _ = write!(
             text,
             "\n--- harness events (last {EVENTS_KEPT}):\n{}\n",
@@ -821,6 +1119,7 @@ impl Cluster {
                 }
             }
         }
+        self.ensure_helpers_alive()?;
         self.passed = true;
         Ok(())
     }

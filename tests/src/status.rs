@@ -43,6 +43,27 @@ pub struct PeerStatus {
     pub last_contact_ms: Option<u64>,
 }
 
+/// One floating resource in `ha-agent status --json`, as the node last observed it (only a
+/// leader observes).
+#[derive(Clone, Debug, Deserialize)]
+pub struct ResourceStatus {
+    /// `elastic-ip`, `route53-record` or `leader-parameter`.
+    pub kind: String,
+    pub id: String,
+    #[serde(default)]
+    pub holder: Option<String>,
+    #[serde(default)]
+    pub in_place: Option<bool>,
+    #[serde(default)]
+    pub observed_ago_ms: Option<u64>,
+    #[serde(default)]
+    pub last_claim_ago_ms: Option<u64>,
+    #[serde(default)]
+    pub last_claim_took_ms: Option<u64>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
 /// What `ha-agent status --json` reports. Fields this harness does not know are ignored.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Status {
@@ -55,6 +76,14 @@ pub struct Status {
     pub leader_for_ms: Option<u64>,
     #[serde(default)]
     pub peers: Vec<PeerStatus>,
+    /// How long the node's lease still runs (leader only).
+    #[serde(default)]
+    pub lease_remaining_ms: Option<u64>,
+    /// Set when every AWS call goes to an emulator (`aws.endpoint-url`).
+    #[serde(default)]
+    pub aws_endpoint: Option<String>,
+    #[serde(default)]
+    pub resources: Vec<ResourceStatus>,
     /// The JSON text as printed, for failure messages.
     #[serde(skip)]
     pub raw: String,
@@ -181,6 +210,9 @@ mod tests {
             leader_id,
             leader_for_ms: None,
             peers: Vec::new(),
+            lease_remaining_ms: None,
+            aws_endpoint: None,
+            resources: Vec::new(),
             raw: String::new(),
         }
     }
@@ -204,6 +236,23 @@ mod tests {
         assert_eq!(parsed.peers[1].role, "witness");
         assert_eq!(parsed.peers[1].last_contact_ms, None);
         assert!(parsed.raw.starts_with('{'));
+
+        assert_eq!(parsed.aws_endpoint, None);
+        assert!(parsed.resources.is_empty());
+
+        let with_aws = r#"{"cluster":"e2e","node_id":1,"role":"leader","term":3,"leader_id":1,
+            "lease_remaining_ms":700,"aws_endpoint":"http://10.77.3.1:4000",
+            "resources":[{"kind":"elastic-ip","id":"eipalloc-1","holder":"eni-1 10.77.3.11",
+                          "in_place":true,"observed_ago_ms":5,"last_claim_ago_ms":null,
+                          "last_claim_took_ms":null,"last_error":null}]}"#;
+        let parsed = Status::parse(with_aws).unwrap();
+        assert_eq!(parsed.lease_remaining_ms, Some(700));
+        assert_eq!(
+            parsed.aws_endpoint.as_deref(),
+            Some("http://10.77.3.1:4000")
+        );
+        assert_eq!(parsed.resources.len(), 1);
+        assert_eq!(parsed.resources[0].in_place, Some(true));
 
         let unknown_role =
             r#"{"cluster":"e2e","node_id":1,"role":"precandidate","term":1,"leader_id":null}"#;

@@ -15,7 +15,7 @@
 # uts, cgroup) and so reaches its systemd, journald and files. --volatile=overlay keeps every
 # change in a tmpfs: the cached rootfs stays clean.
 
-ROOTFS=${HA_AGENT_ROOTFS:-/var/cache/ha-agent/rootfs-bookworm-v2}
+ROOTFS=${HA_AGENT_ROOTFS:-/var/cache/ha-agent/rootfs-bookworm-v3}
 # Names stay within the 15 characters of an interface name: hasd + 5 digits + suffix.
 TAG=${HA_AGENT_TEST_TAG:-$(printf '%05d' $(($$ % 100000)))}
 SUBNET=
@@ -201,6 +201,8 @@ cleanup() {
     for n in "${!CONTAINER_NSPAWN[@]}"; do
         stop_container "$n"
     done
+    # The emulator of tests/systemd/cluster.sh, if it was started.
+    if declare -F stop_moto >/dev/null; then stop_moto; fi
     ip link del "$BRIDGE" 2>/dev/null || true
     if [[ -n ${KEEP_WORK:-} ]]; then
         echo "kept $WORK" >&2

@@ -1,10 +1,12 @@
 //! End-to-end tests of ha-agent: real agent processes, each in its own network namespace on a
-//! bridge. A table of contents: each test is one scenario of `ha_agent_e2e::scenarios`, where
-//! its steps and assertions are. Needs root, the tools `bash scripts/setup` installs, and the
-//! `ha-agent` binary built (`cargo build -p ha-agent`, or set `HA_AGENT_BIN`).
+//! bridge, and, for the `aws_*` tests, the AWS emulator behind a fault proxy. A table of
+//! contents: each test is one scenario of `ha_agent_e2e::scenarios` or
+//! `ha_agent_e2e::aws_scenarios`, where its steps and assertions are. Needs root, what
+//! `bash scripts/setup` installs (moto among it), and the `ha-agent` binary built
+//! (`cargo build -p ha-agent`, or set `HA_AGENT_BIN`).
 
 use anyhow::Result;
-use ha_agent_e2e::scenarios;
+use ha_agent_e2e::{aws_scenarios, scenarios};
 
 // ---- the harness's own network plumbing (no agents) ----
 
@@ -53,4 +55,31 @@ fn sigstop_follower_keeps_leader() -> Result<()> {
 #[test]
 fn sigterm_leader_hands_off() -> Result<()> {
     scenarios::sigterm_leader_hands_off()
+}
+
+// ---- agents against the AWS emulator (moto, through a fault proxy) ----
+
+#[test]
+fn aws_sigkill_leader_moves_every_resource() -> Result<()> {
+    aws_scenarios::aws_sigkill_leader_moves_every_resource()
+}
+
+#[test]
+fn aws_sigstop_leader_moves_every_resource() -> Result<()> {
+    aws_scenarios::aws_sigstop_leader_moves_every_resource()
+}
+
+#[test]
+fn aws_partitioned_leader_stops_claiming_after_its_lease() -> Result<()> {
+    aws_scenarios::aws_partitioned_leader_stops_claiming_after_its_lease()
+}
+
+#[test]
+fn aws_throttling_and_5xx_still_converge() -> Result<()> {
+    aws_scenarios::aws_throttling_and_5xx_still_converge()
+}
+
+#[test]
+fn aws_check_config_rejects_and_status_reports_the_emulator() -> Result<()> {
+    aws_scenarios::aws_check_config_rejects_and_status_reports_the_emulator()
 }
