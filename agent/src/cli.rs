@@ -48,6 +48,28 @@ pub enum Command {
     },
     /// Validate the configuration and print a summary.
     CheckConfig(ConfigArg),
+    /// Hand leadership (and the floating resources) to a healthy peer: the best one, or --to ID.
+    Switchover {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Talk to this status socket instead of the one named in the configuration.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// The member id that should lead.
+        #[arg(long, value_name = "ID")]
+        to: Option<u64>,
+    },
+    /// Turn maintenance mode on or off for the whole group: while on, nothing moves.
+    Maintenance {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Talk to this status socket instead of the one named in the configuration.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
 }
 
 /// `--config PATH`.
@@ -193,7 +215,8 @@ Change unit settings with \fBsystemctl edit ha\-agent\fR, not by editing the uni
 The configuration (mode 0640, group \fBha\-agent\fR); check it with \fBha\-agent check\-config\fR.
 .TP
 \fI/etc/ha\-agent/cluster.key\fR
-The key shared by all members (\fBcluster.secret\-file\fR); it must not be readable by others.
+The key shared by all members (\fBcluster.secret\-file\fR, or an SSM SecureString named by
+\fBcluster.secret\-ssm\-parameter\fR); it must not be readable by others.
 .TP
 \fI/var/lib/ha\-agent/\fR
 The durable Raft state (\fBnode.state\-dir\fR).
@@ -214,6 +237,10 @@ The configuration (or the command line) is invalid.
 .TP
 3
 \fBstatus\fR found no running agent, or may not talk to it.
+.TP
+4
+\fBswitchover\fR or \fBmaintenance\fR was refused (the reason is printed), or did not take
+effect within 10 seconds.
 .SH "SEE ALSO"
 \fBsystemctl\fR(1), \fBjournalctl\fR(1), \fBsystemd.exec\fR(5)
 "#;

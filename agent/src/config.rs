@@ -81,6 +81,24 @@ const MAX_RECORD_NAME_LEN: usize = 255;
 const MAX_SSM_PARAMETER_LEN: usize = 1011;
 const MAX_SSM_PARAMETER_LEVELS: usize = 15;
 
+const DEFAULT_PREEMPT_DELAY: Duration = Duration::from_secs(60);
+const DEFAULT_MIN_HAND_OFF_INTERVAL: Duration = Duration::from_secs(30);
+/// `cluster.min-hand-off-interval` must span at least this many election timeouts.
+const MIN_HAND_OFF_INTERVAL_ELECTION_TIMEOUTS: u32 = 2;
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+const DEFAULT_RISE: u32 = 2;
+const DEFAULT_FALL: u32 = 3;
+/// `rise` and `fall` are at most this.
+const MAX_RISE_FALL: u32 = 100;
+const MAX_CHECK_NAME_LEN: usize = 64;
+const DEFAULT_EXPECT_STATUS: std::ops::RangeInclusive<u16> = 200..=399;
+/// The HTTP status codes `expect-status` may name.
+const HTTP_STATUS_CODES: std::ops::RangeInclusive<u16> = 100..=599;
+const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+const MIN_HOOK_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
 // ---------------------------------------------------------------------------------------------
 // Validated settings
 // ---------------------------------------------------------------------------------------------
@@ -139,6 +157,10 @@ pub struct Settings {
     pub elastic_ips: Vec<ElasticIpSettings>,
     /// The `[[route53-record]]` entries, in file order.
     pub route53_records: Vec<Route53RecordSettings>,
+    /// The `[[check]]` entries, in file order. None: this node is always healthy.
+    pub checks: Vec<CheckSettings>,
+    /// `[hooks]`: commands run on role transitions.
+    pub hooks: HookSettings,
 }
 
 /// `[cluster]`: what every member must agree on.
@@ -149,6 +171,14 @@ pub struct ClusterSettings {
     pub secret: SecretSource,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
+    /// Whether a recovered, healthy node of higher priority takes leadership back.
+    pub preempt: bool,
+    /// How long such a node must have been healthy before it takes leadership back.
+    pub preempt_delay: Duration,
+    /// Least time between two hand-offs one leader starts for health or preemption. Validation
+    /// guarantees at least two election timeouts when such hand-offs can happen (this node has
+    /// checks, or `preempt` is on) or when the key is given.
+    pub min_hand_off_interval: Duration,
 }
 
 /// Where the cluster key comes from: exactly one of `cluster.secret-file` and
@@ -317,6 +347,94 @@ pub struct Route53RecordSettings {
     pub value: RecordValue,
 }
 
+/// One `[[check]]`: a probe of the local service. A node is healthy when all its checks pass.
+#[derive(Clone, Debug)]
+pub struct CheckSettings {
+    /// Unique among this node's checks; letters, digits, '.', '_' and '-', at most 64.
+    pub name: String,
+    pub kind: CheckKind,
+    /// Time between the starts of two probes; at least 100ms.
+    pub interval: Duration,
+    /// A probe that has not passed by then fails; non-zero and shorter than `interval`.
+    pub timeout: Duration,
+    /// Consecutive passes that make a failing check pass (1 to 100).
+    pub rise: u32,
+    /// Consecutive failures that make a passing check fail (1 to 100).
+    pub fall: u32,
+}
+
+/// What a check probes, by its `type`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// `type = "http"`: GET `url`; passes on a status in `expect_status` and, if `body` is set,
+    /// a response body that contains it.
+    Http {
+        /// As written; an `http://` or `https://` URL with a host.
+        url: String,
+        expect_status: std::ops::RangeInclusive<u16>,
+        body: Option<String>,
+    },
+    /// `type = "tcp"`: passes when a TCP connection to `address` opens.
+    Tcp {
+        /// "host:port" as written: an ip:port, or a host name and a port.
+        address: String,
+    },
+    /// `type = "exec"`: runs `command` (no shell); passes on exit status 0.
+    Exec {
+        /// Non-empty; `command[0]` is an absolute path.
+        command: Vec<String>,
+    },
+}
+
+impl CheckKind {
+    /// The spelling of `type` in the file: "http", "tcp" or "exec".
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckKind::Http { .. } => "http",
+            CheckKind::Tcp { .. } => "tcp",
+            CheckKind::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// `[hooks]`: commands (argv, no shell; `argv[0]` absolute) run on role transitions.
+#[derive(Clone, Debug)]
+pub struct HookSettings {
+    /// Run after this node has become leader and claimed the resources.
+    pub on_leader: Option<Vec<String>>,
+    /// Run when this node becomes a follower.
+    pub on_follower: Option<Vec<String>>,
+    /// Run when this node enters the fault state (as keepalived's notify_fault).
+    pub on_fault: Option<Vec<String>>,
+    /// A hook still running after this long is killed; 100ms to 300s.
+    pub timeout: Duration,
+}
+
+impl Default for HookSettings {
+    /// No hooks, and the default timeout (10s).
+    fn default() -> HookSettings {
+        HookSettings {
+            on_leader: None,
+            on_follower: None,
+            on_fault: None,
+            timeout: DEFAULT_HOOK_TIMEOUT,
+        }
+    }
+}
+
+impl HookSettings {
+    /// The configured hooks as (key, argv), in the order on-leader, on-follower, on-fault.
+    fn configured(&self) -> impl Iterator<Item = (&'static str, &[String])> {
+        [
+            ("on-leader", &self.on_leader),
+            ("on-follower", &self.on_follower),
+            ("on-fault", &self.on_fault),
+        ]
+        .into_iter()
+        .filter_map(|(key, argv)| Some((key, argv.as_deref()?)))
+    }
+}
+
 /// All problems found in one config file. `Display` prints one problem per line, each naming
 /// the key and the fix; multi-line problems (TOML syntax errors) are indented under their bullet.
 #[derive(Debug, thiserror::Error)]
@@ -463,7 +581,80 @@ impl Settings {
             members - majority
         ));
         self.summarise_aws(&mut out);
+        self.summarise_health(&mut out);
         out
+    }
+
+    /// The health part of [`Settings::summary`]: preemption, hand-off spacing, checks, hooks.
+    fn summarise_health(&self, out: &mut String) {
+        let cluster = &self.cluster;
+        if cluster.preempt {
+            out.push_str(&format!(
+                "preemption       on: a higher-priority node takes leadership back once healthy \
+                 for {}\n",
+                humantime::format_duration(cluster.preempt_delay)
+            ));
+        } else {
+            out.push_str("preemption       off: a recovered node does not take leadership back\n");
+        }
+        out.push_str(&format!(
+            "hand-off spacing at least {} between two health or preemption hand-offs\n",
+            humantime::format_duration(cluster.min_hand_off_interval)
+        ));
+        if self.checks.is_empty() {
+            out.push_str("checks           none: this node is always healthy\n");
+        } else {
+            let note = if self.node.role == MemberRole::Witness {
+                " (ignored for leadership: this node is a witness)"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "checks           {} (healthy when all pass){note}\n",
+                self.checks.len()
+            ));
+            for check in &self.checks {
+                let probe = match &check.kind {
+                    CheckKind::Http {
+                        url,
+                        expect_status,
+                        body,
+                    } => {
+                        let body = body
+                            .as_ref()
+                            .map(|body| format!(", body containing {body:?}"))
+                            .unwrap_or_default();
+                        format!(
+                            "GET {url}, expecting {}{body}",
+                            status_range_text(expect_status)
+                        )
+                    }
+                    CheckKind::Tcp { address } => format!("connect to {address}"),
+                    CheckKind::Exec { command } => format!("run {}", argv_text(command)),
+                };
+                out.push_str(&format!(
+                    "  check {:<8} {} {probe}; every {}, timeout {}, rise {}, fall {}\n",
+                    check.name,
+                    check.kind.as_str(),
+                    humantime::format_duration(check.interval),
+                    humantime::format_duration(check.timeout),
+                    check.rise,
+                    check.fall
+                ));
+            }
+        }
+        let hooks = &self.hooks;
+        if hooks.configured().next().is_none() {
+            out.push_str("hooks            none\n");
+            return;
+        }
+        out.push_str(&format!(
+            "hooks            timeout {}\n",
+            humantime::format_duration(hooks.timeout)
+        ));
+        for (key, argv) in hooks.configured() {
+            out.push_str(&format!("  {key:<14} {}\n", argv_text(argv)));
+        }
     }
 
     /// The `[aws]` part of [`Settings::summary`]: identity, endpoints, timing, resources.
@@ -600,6 +791,14 @@ impl Settings {
                  emulators only; remove it in production"
             ));
         }
+        if self.node.role == MemberRole::Witness && !self.checks.is_empty() {
+            warnings.push(format!(
+                "[[check]]: this node is a witness (node.role = \"witness\") and never keeps \
+                 leadership, so its {} check(s) are ignored for leadership; remove them, or make \
+                 this node a voter if it should run the service",
+                self.checks.len()
+            ));
+        }
         warnings
     }
 }
@@ -660,6 +859,10 @@ struct FileSchema {
     elastic_ip: Vec<ElasticIpTable>,
     #[serde(default)]
     route53_record: Vec<Route53RecordTable>,
+    #[serde(default)]
+    check: Vec<CheckTable>,
+    #[serde(default)]
+    hooks: HooksTable,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -670,6 +873,9 @@ struct ClusterTable {
     secret_ssm_parameter: Option<String>,
     heartbeat_interval: Option<String>,
     election_timeout: Option<String>,
+    preempt: Option<bool>,
+    preempt_delay: Option<String>,
+    min_hand_off_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -732,6 +938,39 @@ struct Route53RecordTable {
     value: Option<String>,
 }
 
+/// One `[[check]]`. Which keys apply depends on `type`; all are optional here, and a key that
+/// does not belong to the check's type is a problem found in validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct CheckTable {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    // type = "http"
+    url: Option<String>,
+    /// A status (`200`, `"200"`) or an inclusive range (`"200-299"`): either TOML type.
+    expect_status: Option<toml::Value>,
+    body: Option<String>,
+    // type = "tcp"
+    address: Option<String>,
+    // type = "exec"
+    command: Option<Vec<String>>,
+    // every type
+    interval: Option<String>,
+    timeout: Option<String>,
+    rise: Option<i64>,
+    fall: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HooksTable {
+    on_leader: Option<Vec<String>>,
+    on_follower: Option<Vec<String>>,
+    on_fault: Option<Vec<String>>,
+    timeout: Option<String>,
+}
+
 /// What `status_socket_from_file` reads: the `[status]` table (still strict), nothing else.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -756,6 +995,8 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
         aws,
         elastic_ip: elastic_ips,
         route53_record: route53_records,
+        check: checks,
+        hooks,
     } = file;
 
     // [cluster]
@@ -780,6 +1021,32 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
         &mut problems,
     )
     .filter(|timeout| check_election_timeout(*timeout, heartbeat_interval, &mut problems));
+    let preempt = cluster.preempt.unwrap_or(false);
+    let preempt_delay = duration(
+        "cluster.preempt-delay",
+        cluster.preempt_delay,
+        DEFAULT_PREEMPT_DELAY,
+        &mut problems,
+    );
+    // Health and preemption hand-offs happen only with checks or preemption; the spacing rule
+    // holds then, or when the key is given, so that a group using neither may keep a long
+    // election timeout.
+    let hand_offs_possible = preempt || !checks.is_empty();
+    let min_hand_off_given = cluster.min_hand_off_interval.is_some();
+    let min_hand_off_interval = duration(
+        "cluster.min-hand-off-interval",
+        cluster.min_hand_off_interval,
+        DEFAULT_MIN_HAND_OFF_INTERVAL,
+        &mut problems,
+    )
+    .filter(|interval| {
+        check_min_hand_off_interval(
+            *interval,
+            min_hand_off_given,
+            election_timeout.filter(|_| min_hand_off_given || hand_offs_possible),
+            &mut problems,
+        )
+    });
 
     // [node]
     let node_id = member_id("node.id", node.id, &mut problems);
@@ -829,11 +1096,17 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
         &mut problems,
     );
 
+    // [[check]], [hooks]
+    let checks = check_settings(checks, &mut problems);
+    let hooks = hook_settings(hooks, &mut problems);
+
     let (
         Some(name),
         Some(secret),
         Some(heartbeat_interval),
         Some(election_timeout),
+        Some(preempt_delay),
+        Some(min_hand_off_interval),
         Some(id),
         Some(listen),
         Some(state_dir),
@@ -843,11 +1116,15 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
         Some(aws),
         Some(elastic_ips),
         Some(route53_records),
+        Some(checks),
+        Some(hooks),
     ) = (
         name,
         secret,
         heartbeat_interval,
         election_timeout,
+        preempt_delay,
+        min_hand_off_interval,
         node_id,
         listen,
         state_dir,
@@ -857,6 +1134,8 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
         aws,
         elastic_ips,
         route53_records,
+        checks,
+        hooks,
     )
     else {
         debug_assert!(
@@ -885,6 +1164,9 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
             secret,
             heartbeat_interval,
             election_timeout,
+            preempt,
+            preempt_delay,
+            min_hand_off_interval,
         },
         node: NodeSettings {
             id,
@@ -899,6 +1181,8 @@ fn validate(config_path: &Path, file: FileSchema) -> Result<Settings, Vec<String
         aws,
         elastic_ips,
         route53_records,
+        checks,
+        hooks,
     })
 }
 
@@ -1410,10 +1694,7 @@ fn node_record_value(value: Option<String>, problems: &mut Vec<String>) -> Optio
 
 /// An optional key: `Some(None)` when absent, otherwise what `check` makes of the value
 /// (`None` when invalid, with a problem pushed).
-fn optional<T>(
-    value: Option<String>,
-    check: impl FnOnce(String) -> Option<T>,
-) -> Option<Option<T>> {
+fn optional<V, T>(value: Option<V>, check: impl FnOnce(V) -> Option<T>) -> Option<Option<T>> {
     match value {
         None => Some(None),
         Some(value) => check(value).map(Some),
@@ -2151,6 +2432,567 @@ fn check_record_unique(
     }
 }
 
+/// Health and preemption hand-offs are failovers too: the peer needs up to an election timeout
+/// to take over. A leader must wait at least `MIN_HAND_OFF_INTERVAL_ELECTION_TIMEOUTS` election
+/// timeouts between two of them, or a flapping service would bounce leadership faster than the
+/// group settles. `election_timeout` is `None` when the rule does not apply (or that key is
+/// invalid, and reported).
+fn check_min_hand_off_interval(
+    interval: Duration,
+    given: bool,
+    election_timeout: Option<Duration>,
+    problems: &mut Vec<String>,
+) -> bool {
+    let Some(election) = election_timeout else {
+        return true;
+    };
+    let minimum = election * MIN_HAND_OFF_INTERVAL_ELECTION_TIMEOUTS;
+    if interval >= minimum {
+        return true;
+    }
+    let default = if given { "" } else { " (the default)" };
+    problems.push(format!(
+        "cluster.min-hand-off-interval = {}{default} is too short for cluster.election-timeout = \
+         {}: every hand-off for health or preemption is itself a failover, so one leader must \
+         wait at least {MIN_HAND_OFF_INTERVAL_ELECTION_TIMEOUTS} election timeouts between two of \
+         them, or a flapping service would bounce leadership faster than the group settles; \
+         raise cluster.min-hand-off-interval to at least {} (default {}), or lower \
+         cluster.election-timeout",
+        humantime::format_duration(interval),
+        humantime::format_duration(election),
+        humantime::format_duration(minimum),
+        humantime::format_duration(DEFAULT_MIN_HAND_OFF_INTERVAL),
+    ));
+    false
+}
+
+/// The keys that belong to one check type, each with the type it belongs to.
+const CHECK_TYPE_KEYS: [(&str, &str); 5] = [
+    ("url", "http"),
+    ("expect-status", "http"),
+    ("body", "http"),
+    ("address", "tcp"),
+    ("command", "exec"),
+];
+
+/// `[[check]]` entries: unique names, the keys of each entry's type and no others, timing.
+fn check_settings(
+    tables: Vec<CheckTable>,
+    problems: &mut Vec<String>,
+) -> Option<Vec<CheckSettings>> {
+    let mut names: Vec<Option<String>> = Vec::new();
+    let mut checks = Vec::new();
+    for (index, table) in tables.into_iter().enumerate() {
+        let key = format!("check[{index}]");
+        let CheckTable {
+            name,
+            kind,
+            url,
+            expect_status,
+            body,
+            address,
+            command,
+            interval,
+            timeout,
+            rise,
+            fall,
+        } = table;
+
+        let name = check_name(&key, name, problems);
+        if let Some(name) = &name {
+            if let Some(first) = names.iter().position(|other| other.as_ref() == Some(name)) {
+                problems.push(format!(
+                    "{key}.name = {name:?} is also the name of check[{first}]: every check needs \
+                     its own name (status and logs show it); rename one of them"
+                ));
+            }
+        }
+        names.push(name.clone());
+
+        let kind_name = match kind {
+            None => {
+                problems.push(format!(
+                    "{key}.type is required: \"http\", \"tcp\" or \"exec\", e.g. type = \"http\""
+                ));
+                None
+            }
+            Some(text) => match text.as_str() {
+                "http" => Some("http"),
+                "tcp" => Some("tcp"),
+                "exec" => Some("exec"),
+                _ => {
+                    problems.push(format!(
+                        "{key}.type = {text:?} is not a check type: use \"http\" (GET a URL), \
+                         \"tcp\" (open a connection) or \"exec\" (run a command)"
+                    ));
+                    None
+                }
+            },
+        };
+        // Keys of another type: reported only when the type is known.
+        if let Some(kind_name) = kind_name {
+            let present = [
+                url.is_some(),
+                expect_status.is_some(),
+                body.is_some(),
+                address.is_some(),
+                command.is_some(),
+            ];
+            for ((field, owner), present) in CHECK_TYPE_KEYS.into_iter().zip(present) {
+                if present && owner != kind_name {
+                    problems.push(format!(
+                        "{key}.{field} is only for type = \"{owner}\", but {key}.type = \
+                         \"{kind_name}\": remove {field}, or fix the type"
+                    ));
+                }
+            }
+        }
+        let kind = match kind_name {
+            Some("http") => http_check(&key, url, expect_status, body, problems),
+            Some("tcp") => match address {
+                None => {
+                    problems.push(format!(
+                        "{key}.address is required for type = \"tcp\": the host:port to connect \
+                         to, e.g. address = \"127.0.0.1:5432\""
+                    ));
+                    None
+                }
+                Some(text) => tcp_address(&format!("{key}.address"), text, problems)
+                    .map(|address| CheckKind::Tcp { address }),
+            },
+            Some(_) => match command {
+                None => {
+                    problems.push(format!(
+                        "{key}.command is required for type = \"exec\": the program and its \
+                         arguments (run without a shell; exit status 0 passes), e.g. command = \
+                         [\"/usr/local/bin/check-replica\", \"--max-lag\", \"5\"]"
+                    ));
+                    None
+                }
+                Some(argv) => command_argv(
+                    &format!("{key}.command"),
+                    argv,
+                    "command = [\"/usr/local/bin/check-replica\", \"--max-lag\", \"5\"]",
+                    problems,
+                )
+                .map(|command| CheckKind::Exec { command }),
+            },
+            None => None,
+        };
+
+        let interval = duration(
+            &format!("{key}.interval"),
+            interval,
+            DEFAULT_CHECK_INTERVAL,
+            problems,
+        )
+        .filter(|interval| {
+            if *interval >= MIN_CHECK_INTERVAL {
+                return true;
+            }
+            problems.push(format!(
+                "{key}.interval = {} is too short: probing more often only loads the service; \
+                 use at least {} (default {})",
+                humantime::format_duration(*interval),
+                humantime::format_duration(MIN_CHECK_INTERVAL),
+                humantime::format_duration(DEFAULT_CHECK_INTERVAL),
+            ));
+            false
+        });
+        let timeout = match timeout {
+            // Without a valid interval there is no default, and the interval is reported.
+            None => interval.map(|interval| interval / 2),
+            Some(text) => duration(
+                &format!("{key}.timeout"),
+                Some(text),
+                DEFAULT_CHECK_INTERVAL / 2,
+                problems,
+            )
+            .filter(|timeout| check_probe_timeout(&key, *timeout, interval, problems)),
+        };
+        let rise = probe_count(
+            &format!("{key}.rise"),
+            rise,
+            DEFAULT_RISE,
+            "consecutive passes before a failing check passes again",
+            problems,
+        );
+        let fall = probe_count(
+            &format!("{key}.fall"),
+            fall,
+            DEFAULT_FALL,
+            "consecutive failures before a passing check fails",
+            problems,
+        );
+        checks.push(match (name, kind, interval, timeout, rise, fall) {
+            (Some(name), Some(kind), Some(interval), Some(timeout), Some(rise), Some(fall)) => {
+                Some(CheckSettings {
+                    name,
+                    kind,
+                    interval,
+                    timeout,
+                    rise,
+                    fall,
+                })
+            }
+            _ => None,
+        });
+    }
+    checks.into_iter().collect()
+}
+
+/// A check's name: required, at most 64 of letters, digits, '.', '_' and '-'.
+fn check_name(key: &str, name: Option<String>, problems: &mut Vec<String>) -> Option<String> {
+    let Some(name) = name else {
+        problems.push(format!(
+            "{key}.name is required: give each check a short name of its own, shown in status \
+             and logs, e.g. name = \"web\""
+        ));
+        return None;
+    };
+    if name.is_empty() {
+        problems.push(format!(
+            "{key}.name is empty: give each check a short name of its own, e.g. name = \"web\""
+        ));
+        return None;
+    }
+    let before = problems.len();
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        problems.push(format!(
+            "{key}.name = {name:?} contains {bad:?}: use only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    if name.len() > MAX_CHECK_NAME_LEN {
+        problems.push(format!(
+            "{key}.name is {} characters long: use at most {MAX_CHECK_NAME_LEN}",
+            name.len()
+        ));
+    }
+    (problems.len() == before).then_some(name)
+}
+
+/// `type = "http"`: a URL, the statuses that pass, and an optional body match.
+fn http_check(
+    key: &str,
+    url: Option<String>,
+    expect_status: Option<toml::Value>,
+    body: Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<CheckKind> {
+    let url = match url {
+        None => {
+            problems.push(format!(
+                "{key}.url is required for type = \"http\": the URL to GET, e.g. url = \
+                 \"http://127.0.0.1:8080/healthz\""
+            ));
+            None
+        }
+        Some(text) => check_url(&format!("{key}.url"), text, problems),
+    };
+    let expect_status = match expect_status {
+        None => Some(DEFAULT_EXPECT_STATUS),
+        Some(value) => status_range(&format!("{key}.expect-status"), &value, problems),
+    };
+    let body = optional(body, |body| {
+        if body.is_empty() {
+            problems.push(format!(
+                "{key}.body is empty: every response contains the empty string; write the text a \
+                 healthy response contains, e.g. body = \"ok\", or remove the key"
+            ));
+            return None;
+        }
+        Some(body)
+    });
+    Some(CheckKind::Http {
+        url: url?,
+        expect_status: expect_status?,
+        body: body?,
+    })
+}
+
+/// An `http://` or `https://` URL with a host, kept as written (a query is allowed).
+fn check_url(key: &str, text: String, problems: &mut Vec<String>) -> Option<String> {
+    let example = "\"http://127.0.0.1:8080/healthz\"";
+    let fault = if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("contains whitespace".to_string())
+    } else {
+        match reqwest::Url::parse(&text) {
+            Err(e) => Some(format!("is not a URL ({e})")),
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+                Some("is not an http:// or https:// URL".to_string())
+            }
+            Ok(url) if url.host().is_none() => Some("has no host".to_string()),
+            Ok(_) => None,
+        }
+    };
+    match fault {
+        None => Some(text),
+        Some(fault) => {
+            problems.push(format!(
+                "{key} = {text:?} {fault}: write the http:// or https:// URL to GET, e.g. \
+                 {example}"
+            ));
+            None
+        }
+    }
+}
+
+/// `expect-status`: a status (an integer or a string) or an inclusive range "200-299", of
+/// statuses from 100 to 599.
+fn status_range(
+    key: &str,
+    value: &toml::Value,
+    problems: &mut Vec<String>,
+) -> Option<std::ops::RangeInclusive<u16>> {
+    let status = |text: &str| {
+        text.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|code| HTTP_STATUS_CODES.contains(code))
+    };
+    let range = match value {
+        toml::Value::Integer(code) => u16::try_from(*code)
+            .ok()
+            .filter(|code| HTTP_STATUS_CODES.contains(code))
+            .map(|code| code..=code),
+        toml::Value::String(text) => match text.split_once('-') {
+            None => status(text).map(|code| code..=code),
+            Some((low, high)) => match (status(low), status(high)) {
+                (Some(low), Some(high)) if low > high => {
+                    problems.push(format!(
+                        "{key} = {value} is an empty range: write the lower status first, e.g. \
+                         \"{high}-{low}\""
+                    ));
+                    return None;
+                }
+                (Some(low), Some(high)) => Some(low..=high),
+                _ => None,
+            },
+        },
+        _ => None,
+    };
+    if range.is_none() {
+        problems.push(format!(
+            "{key} = {value} is not an HTTP status or range of statuses: write one status from \
+             {} to {} (e.g. 200) or an inclusive range (e.g. \"200-299\"); default \"{}\"",
+            HTTP_STATUS_CODES.start(),
+            HTTP_STATUS_CODES.end(),
+            status_range_text(&DEFAULT_EXPECT_STATUS),
+        ));
+    }
+    range
+}
+
+/// "200-399", or "200" for a single status.
+fn status_range_text(range: &std::ops::RangeInclusive<u16>) -> String {
+    if range.start() == range.end() {
+        range.start().to_string()
+    } else {
+        format!("{}-{}", range.start(), range.end())
+    }
+}
+
+/// `type = "tcp"` address: an ip:port, or a host name and a port (resolved at probe time);
+/// kept as written.
+fn tcp_address(key: &str, text: String, problems: &mut Vec<String>) -> Option<String> {
+    let fault = match text.parse::<SocketAddr>() {
+        Ok(address) if address.port() == 0 => Some("has port 0"),
+        Ok(_) => None,
+        Err(_) => match text.rsplit_once(':') {
+            None => Some("has no port"),
+            Some((host, _)) if host.parse::<Ipv6Addr>().is_ok() => {
+                Some("is an IPv6 address without brackets: write it like \"[::1]:5432\"")
+            }
+            Some((host, port)) => {
+                let label_ok = |label: &str| {
+                    !label.is_empty()
+                        && label
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+                };
+                let name = host.strip_suffix('.').unwrap_or(host);
+                if name.is_empty() {
+                    Some("has no host")
+                } else if name.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                    Some("has no valid IP address")
+                } else if !name.split('.').all(label_ok) {
+                    Some("has no valid host name")
+                } else if !port.parse::<u16>().is_ok_and(|port| port > 0) {
+                    Some("has no valid port (1 to 65535)")
+                } else {
+                    None
+                }
+            }
+        },
+    };
+    match fault {
+        None => Some(text),
+        Some(fault) => {
+            problems.push(format!(
+                "{key} = {text:?} is not host:port ({fault}): write an address or host name and \
+                 a port, e.g. \"127.0.0.1:5432\", \"[::1]:5432\" or \"db.internal:5432\""
+            ));
+            None
+        }
+    }
+}
+
+/// A command line, run without a shell: non-empty, `argv[0]` an absolute path, no NUL bytes.
+/// `example` is a whole assignment for the messages.
+fn command_argv(
+    key: &str,
+    argv: Vec<String>,
+    example: &str,
+    problems: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    let Some(program) = argv.first() else {
+        problems.push(format!(
+            "{key} is empty: give the program and its arguments (run without a shell), e.g. \
+             {example}"
+        ));
+        return None;
+    };
+    if program.is_empty() {
+        problems.push(format!(
+            "{key}[0] is empty: the first element is the program to run, as an absolute path, \
+             e.g. {example}"
+        ));
+        return None;
+    }
+    if !Path::new(program).is_absolute() {
+        let bare = program.rsplit('/').next().unwrap_or(program);
+        problems.push(format!(
+            "{key}[0] = {program:?} is not an absolute path: commands run without a shell and \
+             without a PATH search; write the program's full path (`command -v {bare}` shows \
+             it), e.g. {example}"
+        ));
+        return None;
+    }
+    if let Some(index) = argv.iter().position(|arg| arg.contains('\0')) {
+        problems.push(format!(
+            "{key}[{index}] contains a NUL character, which no command line can carry; remove it"
+        ));
+        return None;
+    }
+    Some(argv)
+}
+
+/// A command line for display: arguments separated by spaces, quoted when they need it.
+fn argv_text(argv: &[String]) -> String {
+    argv.iter()
+        .map(|arg| {
+            if !arg.is_empty()
+                && !arg
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\''))
+            {
+                arg.clone()
+            } else {
+                format!("{arg:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A probe's timeout: non-zero, and shorter than the interval (when that one is valid).
+fn check_probe_timeout(
+    key: &str,
+    timeout: Duration,
+    interval: Option<Duration>,
+    problems: &mut Vec<String>,
+) -> bool {
+    if timeout.is_zero() {
+        problems.push(format!(
+            "{key}.timeout = 0s: every probe would fail at once; use a positive duration shorter \
+             than {key}.interval, or remove it (default: half the interval)"
+        ));
+        return false;
+    }
+    let Some(interval) = interval else {
+        return true;
+    };
+    if timeout < interval {
+        return true;
+    }
+    problems.push(format!(
+        "{key}.timeout = {} is not shorter than {key}.interval = {}: a probe must end before \
+         the next one starts; lower {key}.timeout (default: half the interval, {}) or raise \
+         {key}.interval",
+        humantime::format_duration(timeout),
+        humantime::format_duration(interval),
+        humantime::format_duration(interval / 2),
+    ));
+    false
+}
+
+/// `rise` or `fall`: 1 to 100.
+fn probe_count(
+    key: &str,
+    value: Option<i64>,
+    default: u32,
+    meaning: &str,
+    problems: &mut Vec<String>,
+) -> Option<u32> {
+    let value = value.unwrap_or(i64::from(default));
+    match u32::try_from(value) {
+        Ok(count) if (1..=MAX_RISE_FALL).contains(&count) => Some(count),
+        _ => {
+            problems.push(format!(
+                "{key} = {value} is out of range: use 1 to {MAX_RISE_FALL} ({meaning}; default \
+                 {default})"
+            ));
+            None
+        }
+    }
+}
+
+/// `[hooks]`: each hook a command line, and one timeout for all.
+fn hook_settings(hooks: HooksTable, problems: &mut Vec<String>) -> Option<HookSettings> {
+    let mut hook = |key: &str, role: &str, argv: Option<Vec<String>>| {
+        optional(argv, |argv| {
+            command_argv(
+                &format!("hooks.{key}"),
+                argv,
+                &format!("{key} = [\"/usr/local/bin/notify\", \"{role}\"]"),
+                problems,
+            )
+        })
+    };
+    let on_leader = hook("on-leader", "leader", hooks.on_leader);
+    let on_follower = hook("on-follower", "follower", hooks.on_follower);
+    let on_fault = hook("on-fault", "fault", hooks.on_fault);
+    let timeout = duration(
+        "hooks.timeout",
+        hooks.timeout,
+        DEFAULT_HOOK_TIMEOUT,
+        problems,
+    )
+    .filter(|timeout| {
+        if (MIN_HOOK_TIMEOUT..=MAX_HOOK_TIMEOUT).contains(timeout) {
+            return true;
+        }
+        problems.push(format!(
+            "hooks.timeout = {} is out of range: use {} to {} (default {}); a hook still running \
+             then is killed",
+            humantime::format_duration(*timeout),
+            humantime::format_duration(MIN_HOOK_TIMEOUT),
+            humantime::format_duration(MAX_HOOK_TIMEOUT),
+            humantime::format_duration(DEFAULT_HOOK_TIMEOUT),
+        ));
+        false
+    });
+    Some(HookSettings {
+        on_leader: on_leader?,
+        on_follower: on_follower?,
+        on_fault: on_fault?,
+        timeout: timeout?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2317,6 +3159,17 @@ role = "witness"
             Some(Path::new(SHIPPED_SECRET_FILE))
         );
         assert!(file.peer.len() >= 2, "the example lists its peers");
+        // A fresh install needs no service: checks and hooks are shown commented out only.
+        assert!(file.check.is_empty(), "the example has no active [[check]]");
+        let hooks = &file.hooks;
+        assert!(
+            hooks.on_leader.is_none()
+                && hooks.on_follower.is_none()
+                && hooks.on_fault.is_none()
+                && hooks.timeout.is_none(),
+            "the example has no active hook"
+        );
+        assert_eq!(file.cluster.preempt, None);
     }
 
     #[test]
@@ -2364,7 +3217,105 @@ role = "witness"
                 10
             )]
         );
+        assert!(settings.checks.is_empty());
+        assert!(settings.hooks.configured().next().is_none());
+        assert_eq!(settings.hooks.timeout, DEFAULT_HOOK_TIMEOUT);
+        assert!(!settings.cluster.preempt);
         assert!(settings.warnings().is_empty(), "{:?}", settings.warnings());
+    }
+
+    /// The part of the shipped example from its first check on, with the commented-out
+    /// `[[check]]` tables and hook keys switched on (lines such as `#name = ...` and
+    /// `#[[check]]`; prose comments start with "# " and stay).
+    fn shipped_with_checks_and_hooks() -> String {
+        let start = SHIPPED
+            .find("\n#[[check]]")
+            .expect("the example shows a [[check]]");
+        let (head, tail) = SHIPPED.split_at(start);
+        let tail: Vec<&str> = tail
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c == '[' || c.is_ascii_lowercase()) => {
+                    rest
+                }
+                _ => line,
+            })
+            .collect();
+        format!("{head}{}\n", tail.join("\n"))
+    }
+
+    #[test]
+    fn shipped_example_checks_and_hooks_validate_when_uncommented() {
+        let fixture = Fixture::new();
+        let text = replace(
+            &shipped_with_checks_and_hooks(),
+            &format!("\"{SHIPPED_SECRET_FILE}\""),
+            &format!("\"{}\"", fixture.secret.display()),
+        );
+        let settings = fixture
+            .load(&text)
+            .expect("the example's checks and hooks validate");
+        let checks: Vec<_> = settings
+            .checks
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    c.kind.clone(),
+                    c.interval,
+                    c.timeout,
+                    c.rise,
+                    c.fall,
+                )
+            })
+            .collect();
+        let (second, half) = (Duration::from_secs(1), Duration::from_millis(500));
+        assert_eq!(
+            checks,
+            [
+                (
+                    "web",
+                    CheckKind::Http {
+                        url: "http://127.0.0.1:8080/healthz".to_string(),
+                        expect_status: 200..=399,
+                        body: Some("ok".to_string()),
+                    },
+                    second,
+                    half,
+                    2,
+                    3
+                ),
+                (
+                    "db-port",
+                    CheckKind::Tcp {
+                        address: "127.0.0.1:5432".to_string()
+                    },
+                    second,
+                    half,
+                    2,
+                    3
+                ),
+                (
+                    "replication",
+                    CheckKind::Exec {
+                        command: vec![
+                            "/usr/local/bin/check-replica".to_string(),
+                            "--max-lag".to_string(),
+                            "5".to_string()
+                        ]
+                    },
+                    second,
+                    half,
+                    2,
+                    3
+                ),
+            ]
+        );
+        let notify = |role: &str| Some(vec!["/usr/local/bin/notify".to_string(), role.to_string()]);
+        assert_eq!(settings.hooks.on_leader, notify("leader"));
+        assert_eq!(settings.hooks.on_follower, notify("follower"));
+        assert_eq!(settings.hooks.on_fault, notify("fault"));
+        assert_eq!(settings.hooks.timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -2405,6 +3356,43 @@ role = "witness"
                 "packaging/ha-agent.toml does not show {key}"
             );
         }
+        // Optional keys of [cluster], [[check]] and [hooks]: shown commented out, with their
+        // default or an example.
+        for key in [
+            "preempt",
+            "preempt-delay",
+            "min-hand-off-interval",
+            "name",
+            "type",
+            "url",
+            "expect-status",
+            "body",
+            "address",
+            "command",
+            "interval",
+            "timeout",
+            "rise",
+            "fall",
+            "on-leader",
+            "on-follower",
+            "on-fault",
+        ] {
+            assert!(
+                SHIPPED
+                    .lines()
+                    .any(|line| line.starts_with(&format!("#{key} ="))),
+                "packaging/ha-agent.toml does not show {key} commented out"
+            );
+        }
+        assert!(SHIPPED.contains("\n#[[check]]\n"));
+        assert!(SHIPPED.contains("\n[hooks]\n"));
+        let file: FileSchema = toml::from_str(&shipped_with_checks_and_hooks()).unwrap();
+        let types: Vec<_> = file
+            .check
+            .iter()
+            .filter_map(|c| c.kind.as_deref())
+            .collect();
+        assert_eq!(types, ["http", "tcp", "exec"], "one example of each type");
     }
 
     #[test]
@@ -2461,6 +3449,17 @@ role = "witness"
         assert!(settings.route53_records.is_empty());
         assert!(!settings.uses_aws());
         assert!(!settings.needs_imds());
+        assert!(!settings.cluster.preempt);
+        assert_eq!(settings.cluster.preempt_delay, Duration::from_secs(60));
+        assert_eq!(
+            settings.cluster.min_hand_off_interval,
+            Duration::from_secs(30)
+        );
+        assert!(settings.checks.is_empty());
+        assert_eq!(settings.hooks.on_leader, None);
+        assert_eq!(settings.hooks.on_follower, None);
+        assert_eq!(settings.hooks.on_fault, None);
+        assert_eq!(settings.hooks.timeout, Duration::from_secs(10));
         // The fixture moves nothing, which is the one thing worth a warning.
         let warnings = settings.warnings();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
@@ -3921,5 +4920,776 @@ role = "witness"
             !summary.contains("aws identity"),
             "no AWS use, no identity:\n{summary}"
         );
+    }
+
+    /// The valid configuration plus these `[[check]]` bodies.
+    fn with_checks(fixture: &Fixture, checks: &[&str]) -> String {
+        let mut text = fixture.valid();
+        for check in checks {
+            text.push_str(&format!("\n[[check]]\n{check}\n"));
+        }
+        text
+    }
+
+    const HTTP: &str = "name = \"web\"\ntype = \"http\"\nurl = \"http://127.0.0.1:8080/healthz\"";
+    const TCP: &str = "name = \"db-port\"\ntype = \"tcp\"\naddress = \"127.0.0.1:5432\"";
+    const EXEC: &str = "name = \"replication\"\ntype = \"exec\"\n\
+                        command = [\"/usr/local/bin/check-replica\", \"--max-lag\", \"5\"]";
+
+    #[test]
+    fn checks_load_with_defaults() {
+        let fixture = Fixture::new();
+        let settings = fixture
+            .load(&with_checks(&fixture, &[HTTP, TCP, EXEC]))
+            .expect("valid checks");
+        assert_eq!(settings.checks.len(), 3);
+        for check in &settings.checks {
+            assert_eq!(check.interval, Duration::from_secs(1), "{}", check.name);
+            assert_eq!(check.timeout, Duration::from_millis(500), "{}", check.name);
+            assert_eq!(check.rise, 2, "{}", check.name);
+            assert_eq!(check.fall, 3, "{}", check.name);
+        }
+        assert_eq!(
+            settings.checks[0].kind,
+            CheckKind::Http {
+                url: "http://127.0.0.1:8080/healthz".to_string(),
+                expect_status: 200..=399,
+                body: None,
+            }
+        );
+        assert_eq!(
+            settings.checks[1].kind,
+            CheckKind::Tcp {
+                address: "127.0.0.1:5432".to_string()
+            }
+        );
+        let names: Vec<_> = settings.checks.iter().map(|c| c.kind.as_str()).collect();
+        assert_eq!(names, ["http", "tcp", "exec"]);
+
+        // Timing given; the timeout defaults to half of a given interval.
+        let settings = fixture
+            .load(&with_checks(
+                &fixture,
+                &[
+                    &format!("{HTTP}\ninterval = \"5s\"\nrise = 1\nfall = 100"),
+                    &format!("{TCP}\ninterval = \"100ms\"\ntimeout = \"99ms\"\nrise = 100"),
+                ],
+            ))
+            .expect("valid timing");
+        let timing: Vec<_> = settings
+            .checks
+            .iter()
+            .map(|c| (c.interval, c.timeout, c.rise, c.fall))
+            .collect();
+        assert_eq!(
+            timing,
+            [
+                (Duration::from_secs(5), Duration::from_millis(2500), 1, 100),
+                (
+                    Duration::from_millis(100),
+                    Duration::from_millis(99),
+                    100,
+                    3
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn http_checks_are_checked() {
+        let fixture = Fixture::new();
+        let cases = [
+            (
+                "name = \"web\"\ntype = \"http\"".to_string(),
+                "check[0].url is required for type = \"http\"",
+            ),
+            (
+                replace(
+                    HTTP,
+                    "http://127.0.0.1:8080/healthz",
+                    "127.0.0.1:8080/healthz",
+                ),
+                "check[0].url = \"127.0.0.1:8080/healthz\"",
+            ),
+            (
+                replace(
+                    HTTP,
+                    "http://127.0.0.1:8080/healthz",
+                    "localhost:8080/healthz",
+                ),
+                "is not an http:// or https:// URL",
+            ),
+            (
+                replace(
+                    HTTP,
+                    "http://127.0.0.1:8080/healthz",
+                    "ftp://127.0.0.1/healthz",
+                ),
+                "check[0].url = \"ftp://127.0.0.1/healthz\" is not an http:// or https:// URL",
+            ),
+            (
+                replace(HTTP, "http://127.0.0.1:8080/healthz", "http://"),
+                "check[0].url = \"http://\" is not a URL",
+            ),
+            (
+                replace(
+                    HTTP,
+                    "http://127.0.0.1:8080/healthz",
+                    "http://127.0.0.1:99999/",
+                ),
+                "check[0].url",
+            ),
+            (
+                replace(HTTP, "/healthz", "/health z"),
+                "check[0].url = \"http://127.0.0.1:8080/health z\" contains whitespace",
+            ),
+            (format!("{HTTP}\nbody = \"\""), "check[0].body is empty"),
+        ];
+        for (body, needle) in cases {
+            assert_problem(
+                &fixture.problems(&with_checks(&fixture, &[&body])),
+                &[needle],
+            );
+        }
+        for (status, needle) in [
+            ("99", "check[0].expect-status = 99 is not an HTTP status"),
+            ("600", "check[0].expect-status = 600"),
+            ("-200", "check[0].expect-status = -200"),
+            ("\"2xx\"", "check[0].expect-status = \"2xx\""),
+            ("\"\"", "check[0].expect-status = \"\""),
+            ("\"200-\"", "check[0].expect-status = \"200-\""),
+            ("\"200-600\"", "check[0].expect-status = \"200-600\""),
+            ("\"200-299-399\"", "check[0].expect-status"),
+            ("[200, 204]", "check[0].expect-status = [200, 204]"),
+            ("\"299-200\"", "is an empty range"),
+        ] {
+            let text = with_checks(&fixture, &[&format!("{HTTP}\nexpect-status = {status}")]);
+            assert_problem(&fixture.problems(&text), &[needle]);
+        }
+        assert_problem(
+            &fixture.problems(&with_checks(
+                &fixture,
+                &[&format!("{HTTP}\nexpect-status = \"299-200\"")],
+            )),
+            &["e.g. \"200-299\""],
+        );
+        assert_problem(
+            &fixture.problems(&with_checks(
+                &fixture,
+                &[&format!("{HTTP}\nexpect-status = 1")],
+            )),
+            &["100 to 599", "default \"200-399\""],
+        );
+
+        for (status, expected) in [
+            ("204", 204..=204),
+            ("\"200\"", 200..=200),
+            ("\"200-299\"", 200..=299),
+            ("\" 100 - 599 \"", 100..=599),
+            ("\"301-301\"", 301..=301),
+        ] {
+            let text = with_checks(
+                &fixture,
+                &[&format!("{HTTP}\nexpect-status = {status}\nbody = \"ok\"")],
+            );
+            let settings = fixture
+                .load(&text)
+                .unwrap_or_else(|e| panic!("{status}: {e}"));
+            assert_eq!(
+                settings.checks[0].kind,
+                CheckKind::Http {
+                    url: "http://127.0.0.1:8080/healthz".to_string(),
+                    expect_status: expected,
+                    body: Some("ok".to_string()),
+                }
+            );
+        }
+        for url in [
+            "https://web.internal:8443/healthz?deep=1",
+            "http://[::1]:8080/",
+            "http://localhost",
+        ] {
+            let text = with_checks(
+                &fixture,
+                &[&replace(HTTP, "http://127.0.0.1:8080/healthz", url)],
+            );
+            let settings = fixture.load(&text).unwrap_or_else(|e| panic!("{url}: {e}"));
+            match &settings.checks[0].kind {
+                CheckKind::Http { url: kept, .. } => assert_eq!(kept, url, "kept as written"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tcp_checks_are_checked() {
+        let fixture = Fixture::new();
+        assert_problem(
+            &fixture.problems(&with_checks(&fixture, &["name = \"db\"\ntype = \"tcp\""])),
+            &["check[0].address is required for type = \"tcp\""],
+        );
+        for (address, needle) in [
+            ("127.0.0.1", "has no port"),
+            ("db.internal", "has no port"),
+            ("127.0.0.1:0", "has port 0"),
+            ("db.internal:0", "no valid port"),
+            ("db.internal:pg", "no valid port"),
+            ("db.internal:65536", "no valid port"),
+            (":5432", "has no host"),
+            ("db internal:5432", "no valid host name"),
+            ("db..internal:5432", "no valid host name"),
+            ("http://db:5432", "no valid host name"),
+            ("10.0.1.300:5432", "no valid IP address"),
+            ("::1:5432", "without brackets"),
+            ("", "has no port"),
+        ] {
+            let text = with_checks(&fixture, &[&replace(TCP, "127.0.0.1:5432", address)]);
+            assert_problem(
+                &fixture.problems(&text),
+                &[
+                    &format!("check[0].address = {address:?} is not host:port"),
+                    needle,
+                ],
+            );
+        }
+        for address in [
+            "127.0.0.1:5432",
+            "[::1]:5432",
+            "[fd00::10]:5432",
+            "localhost:5432",
+            "db-1.internal.example.com.:5432",
+            "db_1:1",
+        ] {
+            let text = with_checks(&fixture, &[&replace(TCP, "127.0.0.1:5432", address)]);
+            let settings = fixture
+                .load(&text)
+                .unwrap_or_else(|e| panic!("{address}: {e}"));
+            assert_eq!(
+                settings.checks[0].kind,
+                CheckKind::Tcp {
+                    address: address.to_string()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn exec_checks_are_checked() {
+        let fixture = Fixture::new();
+        let cases = [
+            (
+                "name = \"repl\"\ntype = \"exec\"",
+                "check[0].command is required for type = \"exec\"",
+            ),
+            (
+                "name = \"repl\"\ntype = \"exec\"\ncommand = []",
+                "check[0].command is empty",
+            ),
+            (
+                "name = \"repl\"\ntype = \"exec\"\ncommand = [\"\", \"--max-lag\"]",
+                "check[0].command[0] is empty",
+            ),
+            (
+                "name = \"repl\"\ntype = \"exec\"\ncommand = [\"check-replica\", \"5\"]",
+                "check[0].command[0] = \"check-replica\" is not an absolute path",
+            ),
+            (
+                "name = \"repl\"\ntype = \"exec\"\ncommand = [\"./bin/check\"]",
+                "`command -v check`",
+            ),
+            (
+                "name = \"repl\"\ntype = \"exec\"\ncommand = [\"/bin/check\", \"a\\u0000b\"]",
+                "check[0].command[1] contains a NUL",
+            ),
+        ];
+        for (body, needle) in cases {
+            assert_problem(
+                &fixture.problems(&with_checks(&fixture, &[body])),
+                &[needle],
+            );
+        }
+        // A string instead of an argv is a type error with its line.
+        let text = with_checks(
+            &fixture,
+            &["name = \"repl\"\ntype = \"exec\"\ncommand = \"/bin/true\""],
+        );
+        assert_problem(&fixture.problems(&text), &["command", "line"]);
+        let settings = fixture
+            .load(&with_checks(
+                &fixture,
+                &["name = \"t\"\ntype = \"exec\"\ncommand = [\"/bin/true\"]"],
+            ))
+            .expect("a command without arguments");
+        assert_eq!(
+            settings.checks[0].kind,
+            CheckKind::Exec {
+                command: vec!["/bin/true".to_string()]
+            }
+        );
+    }
+
+    #[test]
+    fn check_keys_must_suit_the_type() {
+        let fixture = Fixture::new();
+        let cases = [
+            (
+                format!("{HTTP}\ncommand = [\"/bin/true\"]"),
+                "check[0].command is only for type = \"exec\", but check[0].type = \"http\"",
+            ),
+            (
+                format!("{HTTP}\naddress = \"127.0.0.1:80\""),
+                "check[0].address is only for type = \"tcp\"",
+            ),
+            (
+                format!("{TCP}\nurl = \"http://127.0.0.1/\""),
+                "check[0].url is only for type = \"http\", but check[0].type = \"tcp\"",
+            ),
+            (
+                format!("{EXEC}\nexpect-status = 200"),
+                "check[0].expect-status is only for type = \"http\"",
+            ),
+            (
+                format!("{EXEC}\nbody = \"ok\""),
+                "check[0].body is only for type = \"http\"",
+            ),
+        ];
+        for (body, needle) in cases {
+            assert_problem(
+                &fixture.problems(&with_checks(&fixture, &[&body])),
+                &[needle, "or fix the type"],
+            );
+        }
+        let problems = fixture.problems(&with_checks(
+            &fixture,
+            &["name = \"x\"\nurl = \"http://a/\""],
+        ));
+        assert_problem(
+            &problems,
+            &["check[0].type is required", "\"http\", \"tcp\" or \"exec\""],
+        );
+        assert_eq!(
+            problems.len(),
+            1,
+            "no type, no complaint about its keys: {problems:#?}"
+        );
+        let problems = fixture.problems(&with_checks(
+            &fixture,
+            &["name = \"x\"\ntype = \"icmp\"\naddress = \"10.0.0.1:1\""],
+        ));
+        assert_problem(&problems, &["check[0].type = \"icmp\" is not a check type"]);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_problem(
+            &fixture.problems(&with_checks(
+                &fixture,
+                &[&replace(HTTP, "\"http\"", "\"HTTP\"")],
+            )),
+            &["check[0].type = \"HTTP\""],
+        );
+        assert_problem(
+            &fixture.problems(&with_checks(
+                &fixture,
+                &[&format!("{HTTP}\nmethod = \"HEAD\"")],
+            )),
+            &["unknown field", "method", "line"],
+        );
+    }
+
+    #[test]
+    fn check_names_are_required_unique_and_short() {
+        let fixture = Fixture::new();
+        let cases = [
+            (
+                "type = \"tcp\"\naddress = \"127.0.0.1:5432\"".to_string(),
+                "check[0].name is required",
+            ),
+            (
+                replace(TCP, "\"db-port\"", "\"\""),
+                "check[0].name is empty",
+            ),
+            (
+                replace(TCP, "\"db-port\"", "\"db port\""),
+                "check[0].name = \"db port\" contains ' '",
+            ),
+            (
+                replace(TCP, "\"db-port\"", "\"db/port\""),
+                "check[0].name = \"db/port\" contains '/'",
+            ),
+            (
+                replace(TCP, "\"db-port\"", &format!("\"{}\"", "a".repeat(65))),
+                "check[0].name is 65 characters long: use at most 64",
+            ),
+        ];
+        for (body, needle) in cases {
+            assert_problem(
+                &fixture.problems(&with_checks(&fixture, &[&body])),
+                &[needle],
+            );
+        }
+        let problems = fixture.problems(&with_checks(
+            &fixture,
+            &[HTTP, TCP, &replace(EXEC, "\"replication\"", "\"web\"")],
+        ));
+        assert_problem(
+            &problems,
+            &[
+                "check[2].name = \"web\" is also the name of check[0]",
+                "rename one",
+            ],
+        );
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        let text = with_checks(
+            &fixture,
+            &[&replace(
+                TCP,
+                "\"db-port\"",
+                &format!("\"{}\"", "a.B_9-".repeat(10) + "abcd"),
+            )],
+        );
+        assert!(
+            fixture.load(&text).is_ok(),
+            "64 characters of the allowed set"
+        );
+    }
+
+    #[test]
+    fn check_timing_is_checked() {
+        let fixture = Fixture::new();
+        let cases = [
+            (
+                "interval = \"99ms\"",
+                "check[0].interval = 99ms is too short",
+                "at least 100ms",
+            ),
+            (
+                "interval = \"often\"",
+                "check[0].interval",
+                "not a duration",
+            ),
+            (
+                "timeout = \"1s\"",
+                "check[0].timeout = 1s is not shorter than check[0].interval = 1s",
+                "default: half the interval, 500ms",
+            ),
+            (
+                "interval = \"2s\"\ntimeout = \"3s\"",
+                "check[0].timeout = 3s is not shorter than check[0].interval = 2s",
+                "raise check[0].interval",
+            ),
+            (
+                "timeout = \"0s\"",
+                "check[0].timeout = 0s",
+                "every probe would fail",
+            ),
+            ("timeout = \"soon\"", "check[0].timeout", "not a duration"),
+            ("rise = 0", "check[0].rise = 0 is out of range", "1 to 100"),
+            ("rise = 101", "check[0].rise = 101", "default 2"),
+            ("fall = 0", "check[0].fall = 0 is out of range", "1 to 100"),
+            ("fall = -1", "check[0].fall = -1", "default 3"),
+            (
+                "fall = 4294967297",
+                "check[0].fall = 4294967297",
+                "1 to 100",
+            ),
+        ];
+        for (extra, key, needle) in cases {
+            let text = with_checks(&fixture, &[&format!("{HTTP}\n{extra}")]);
+            assert_problem(&fixture.problems(&text), &[key, needle]);
+        }
+        // Timing is checked on checks whose other keys are wrong too, all in one round.
+        let problems = fixture.problems(&with_checks(
+            &fixture,
+            &["name = \"web\"\ntype = \"http\"\ntimeout = \"2s\"\nrise = 0"],
+        ));
+        assert_problem(&problems, &["check[0].url is required"]);
+        assert_problem(&problems, &["check[0].timeout = 2s"]);
+        assert_problem(&problems, &["check[0].rise = 0"]);
+        // An invalid interval is reported once; its timeout is not compared with it.
+        let problems = fixture.problems(&with_checks(
+            &fixture,
+            &[&format!("{HTTP}\ninterval = \"10ms\"\ntimeout = \"20ms\"")],
+        ));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        let problems = fixture.problems(&with_checks(
+            &fixture,
+            &[&format!("{HTTP}\ninterval = \"x\"")],
+        ));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+    }
+
+    #[test]
+    fn bad_checks_named_in_the_issue_are_rejected_with_the_key() {
+        // Issue 5: "no URL, timeout >= interval, empty command", in one file, all reported.
+        let fixture = Fixture::new();
+        let problems = fixture.problems(&with_checks(
+            &fixture,
+            &[
+                "name = \"web\"\ntype = \"http\"",
+                &format!("{TCP}\ninterval = \"1s\"\ntimeout = \"1s\""),
+                "name = \"repl\"\ntype = \"exec\"\ncommand = []",
+            ],
+        ));
+        assert_problem(&problems, &["check[0].url is required"]);
+        assert_problem(
+            &problems,
+            &["check[1].timeout = 1s is not shorter than check[1].interval"],
+        );
+        assert_problem(&problems, &["check[2].command is empty"]);
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+    }
+
+    #[test]
+    fn hooks_are_checked() {
+        let fixture = Fixture::new();
+        let with = |lines: &str| format!("{}\n[hooks]\n{lines}\n", fixture.valid());
+        let settings = fixture
+            .load(&with(
+                "on-leader = [\"/usr/local/bin/notify\", \"leader\"]\n\
+                 on-fault = [\"/usr/bin/logger\", \"-t\", \"ha-agent\", \"fault\"]\n\
+                 timeout = \"300s\"",
+            ))
+            .expect("valid hooks");
+        let hooks = &settings.hooks;
+        assert_eq!(
+            hooks.on_leader.as_deref(),
+            Some(&["/usr/local/bin/notify".to_string(), "leader".to_string()][..])
+        );
+        assert_eq!(hooks.on_follower, None);
+        assert_eq!(hooks.on_fault.as_ref().map(Vec::len), Some(4));
+        assert_eq!(hooks.timeout, Duration::from_secs(300));
+        let settings = fixture
+            .load(&with("timeout = \"100ms\""))
+            .expect("the minimum");
+        assert_eq!(settings.hooks.timeout, Duration::from_millis(100));
+        let settings = fixture.load(&with("")).expect("an empty [hooks]");
+        assert_eq!(settings.hooks.timeout, DEFAULT_HOOK_TIMEOUT);
+        assert_eq!(HookSettings::default().timeout, Duration::from_secs(10));
+
+        for key in ["on-leader", "on-follower", "on-fault"] {
+            let cases = [
+                (format!("{key} = []"), format!("hooks.{key} is empty")),
+                (
+                    format!("{key} = [\"\"]"),
+                    format!("hooks.{key}[0] is empty"),
+                ),
+                (
+                    format!("{key} = [\"notify\", \"x\"]"),
+                    format!("hooks.{key}[0] = \"notify\" is not an absolute path"),
+                ),
+                (
+                    format!("{key} = [\"bin/notify\"]"),
+                    "without a PATH search".to_string(),
+                ),
+            ];
+            for (line, needle) in cases {
+                assert_problem(&fixture.problems(&with(&line)), &[&needle]);
+            }
+            assert_problem(
+                &fixture.problems(&with(&format!("{key} = \"/bin/notify leader\""))),
+                &[key, "line"],
+            );
+        }
+        for (line, needle) in [
+            ("timeout = \"99ms\"", "hooks.timeout = 99ms is out of range"),
+            (
+                "timeout = \"301s\"",
+                "hooks.timeout = 5m 1s is out of range",
+            ),
+            ("timeout = \"0s\"", "100ms to 5m (default 10s)"),
+            (
+                "timeout = \"ten\"",
+                "hooks.timeout = \"ten\" is not a duration",
+            ),
+        ] {
+            assert_problem(&fixture.problems(&with(line)), &[needle]);
+        }
+        assert_problem(
+            &fixture.problems(&with("on-master = [\"/bin/true\"]")),
+            &["unknown field", "on-master"],
+        );
+        // All three bad hooks are reported in one round.
+        let problems = fixture.problems(&with(
+            "on-leader = []\non-follower = [\"x\"]\non-fault = [\"\"]\ntimeout = \"1h\"",
+        ));
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn preemption_keys_default_and_are_checked() {
+        let fixture = Fixture::new();
+        let with = |extra: &str| replace(&fixture.valid(), "[node]", &format!("{extra}\n[node]"));
+        let settings = fixture
+            .load(&with(
+                "preempt = true\npreempt-delay = \"0s\"\nmin-hand-off-interval = \"2s\"",
+            ))
+            .expect("valid preemption");
+        assert!(settings.cluster.preempt);
+        assert_eq!(settings.cluster.preempt_delay, Duration::ZERO);
+        assert_eq!(
+            settings.cluster.min_hand_off_interval,
+            Duration::from_secs(2)
+        );
+        // Without preempt, preempt-delay and min-hand-off-interval are fine (and unused).
+        let settings = fixture
+            .load(&with(
+                "preempt-delay = \"2h\"\nmin-hand-off-interval = \"1m\"",
+            ))
+            .expect("delay without preempt");
+        assert!(!settings.cluster.preempt);
+        assert_eq!(settings.cluster.preempt_delay, Duration::from_secs(7200));
+        assert_eq!(
+            settings.cluster.min_hand_off_interval,
+            Duration::from_secs(60)
+        );
+
+        for (extra, needle) in [
+            (
+                "preempt-delay = \"later\"",
+                "cluster.preempt-delay = \"later\" is not a duration",
+            ),
+            ("preempt-delay = \"-1s\"", "cluster.preempt-delay"),
+            (
+                "min-hand-off-interval = \"often\"",
+                "cluster.min-hand-off-interval = \"often\" is not a duration",
+            ),
+            ("preempt = \"yes\"", "preempt"),
+        ] {
+            assert_problem(&fixture.problems(&with(extra)), &[needle]);
+        }
+        // At least two election timeouts, whenever the key is given.
+        assert_problem(
+            &fixture.problems(&with("min-hand-off-interval = \"1s 999ms\"")),
+            &[
+                "cluster.min-hand-off-interval = 1s 999ms is too short for \
+                 cluster.election-timeout = 1s",
+                "at least 2s",
+                "flapping",
+            ],
+        );
+        let problems = fixture.problems(&with(
+            "election-timeout = \"10s\"\nmin-hand-off-interval = \"15s\"",
+        ));
+        assert_problem(
+            &problems,
+            &[
+                "cluster.min-hand-off-interval = 15s",
+                "at least 20s",
+                "default 30s",
+            ],
+        );
+        // The default applies too, once health or preemption hand-offs can happen.
+        let slow = with("election-timeout = \"20s\"");
+        assert!(
+            fixture.load(&slow).is_ok(),
+            "no checks, no preempt: no hand-offs"
+        );
+        assert_problem(
+            &fixture.problems(&replace(&slow, "[node]", "preempt = true\n[node]")),
+            &[
+                "cluster.min-hand-off-interval = 30s (the default) is too short",
+                "at least 40s",
+                "or lower cluster.election-timeout",
+            ],
+        );
+        let slow_checked = format!("{slow}\n[[check]]\n{TCP}\n");
+        assert_problem(
+            &fixture.problems(&slow_checked),
+            &["cluster.min-hand-off-interval = 30s (the default)"],
+        );
+        assert!(fixture
+            .load(&replace(
+                &slow_checked,
+                "[node]",
+                "min-hand-off-interval = \"40s\"\n[node]"
+            ))
+            .is_ok());
+        // An invalid election timeout is reported alone.
+        let problems = fixture.problems(&with(
+            "election-timeout = \"61s\"\nmin-hand-off-interval = \"1s\"",
+        ));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+    }
+
+    #[test]
+    fn checks_on_a_witness_are_allowed_with_a_warning() {
+        let fixture = Fixture::new();
+        let text = format!("{}\n[[check]]\n{TCP}\n", witness_node(&fixture, ""));
+        let settings = fixture
+            .load(&text)
+            .expect("checks on a witness are allowed");
+        assert_eq!(settings.checks.len(), 1);
+        let warnings = settings.warnings();
+        assert_problem(
+            &warnings,
+            &[
+                "[[check]]",
+                "this node is a witness",
+                "ignored for leadership",
+                "1 check(s)",
+            ],
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(settings
+            .summary()
+            .contains("checks           1 (healthy when all pass) (ignored for leadership: this node is a witness)"));
+        // On a voter, checks are no cause for a warning.
+        let settings = fixture
+            .load(&format!("{}\n[[check]]\n{TCP}\n", fixture.with_resources()))
+            .unwrap();
+        assert!(settings.warnings().is_empty(), "{:?}", settings.warnings());
+    }
+
+    #[test]
+    fn summary_shows_checks_preemption_and_hooks() {
+        let fixture = Fixture::new();
+        let summary = fixture.load(&fixture.valid()).unwrap().summary();
+        for needle in [
+            "preemption       off: a recovered node does not take leadership back\n",
+            "hand-off spacing at least 30s between two health or preemption hand-offs\n",
+            "checks           none: this node is always healthy\n",
+            "hooks            none\n",
+        ] {
+            assert!(
+                summary.contains(needle),
+                "summary lacks {needle:?}:\n{summary}"
+            );
+        }
+
+        let text = replace(
+            &with_checks(
+                &fixture,
+                &[
+                    &format!("{HTTP}\nexpect-status = 204\nbody = \"ok\"\ninterval = \"2s\""),
+                    &format!("{TCP}\ntimeout = \"200ms\"\nrise = 1\nfall = 5"),
+                    &format!("{EXEC}\n"),
+                ],
+            ),
+            "[node]",
+            "preempt = true\npreempt-delay = \"90s\"\n[node]",
+        );
+        let text = format!(
+            "{text}\n[hooks]\non-leader = [\"/usr/local/bin/notify\", \"leader\"]\n\
+             on-fault = [\"/usr/local/bin/notify\", \"the fault\"]\ntimeout = \"5s\"\n"
+        );
+        let summary = fixture.load(&text).unwrap().summary();
+        for needle in [
+            "preemption       on: a higher-priority node takes leadership back once healthy for \
+             1m 30s\n",
+            "checks           3 (healthy when all pass)\n",
+            "  check web      http GET http://127.0.0.1:8080/healthz, expecting 204, body \
+             containing \"ok\"; every 2s, timeout 1s, rise 2, fall 3\n",
+            "  check db-port  tcp connect to 127.0.0.1:5432; every 1s, timeout 200ms, rise 1, \
+             fall 5\n",
+            "  check replication exec run /usr/local/bin/check-replica --max-lag 5; every 1s, \
+             timeout 500ms, rise 2, fall 3\n",
+            "hooks            timeout 5s\n",
+            "  on-leader      /usr/local/bin/notify leader\n",
+            "  on-fault       /usr/local/bin/notify \"the fault\"\n",
+        ] {
+            assert!(
+                summary.contains(needle),
+                "summary lacks {needle:?}:\n{summary}"
+            );
+        }
+        assert!(!summary.contains("on-follower"), "{summary}");
     }
 }

@@ -15,15 +15,20 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
 use ha_agent_core::{
-    Call, CallKind, CallResult, Core, CoreConfig, CoreError, HealthConfig, Input, Member, Notice,
-    Output, ReconcileConfig, Role,
+    Call, CallKind, CallResult, CheckRule, Command, Core, CoreConfig, CoreError, HealthConfig,
+    Input, Member, Notice, Output, ReconcileConfig, Role,
 };
 
 use crate::cloud::resources::{self, FloatingResource};
 use crate::cloud::{self, CloudError, Identity};
 use crate::config::{Secret, SecretSource, Settings};
+use crate::hooks::{HookEvent, HookJob, Hooks};
 use crate::logging;
-use crate::status::{self, PeerReport, ResourceReport, Snapshot, StatusReport};
+use crate::probes::{self, ProbeResult};
+use crate::status::{
+    self, CheckReport, OperatorRequest, PeerReport, Request, ResourceReport, Response, Snapshot,
+    StatusReport,
+};
 use crate::store::{StateStore, StoreError};
 use crate::systemd::Notifier;
 use crate::transport::{self, Outbox, PeerEvent, TransportIdentity, TransportTimings};
@@ -53,12 +58,20 @@ pub enum DaemonError {
     Secret { parameter: String, reason: String },
     #[error("{0}")]
     Resources(String),
+    #[error(
+        "no root CA certificates found on this system ({0}); the AWS SDK needs them for HTTPS: \
+         install the ca-certificates package"
+    )]
+    NoRootCertificates(String),
 }
 
 enum Wakeup {
     Tick,
     Peer(PeerEvent),
     CallDone { call: Call, result: CallResult },
+    Probe(ProbeResult),
+    Advertise,
+    Operator(OperatorRequest),
     Signal(&'static str),
 }
 
@@ -83,6 +96,11 @@ struct Agent {
     status: watch::Sender<Snapshot>,
     aws_endpoint: Option<String>,
     notifier: Notifier,
+    hooks: Hooks,
+    /// The hook fired last, so that each transition fires once.
+    last_hook: Option<HookEvent>,
+    /// The latest result of each local check.
+    probes: Vec<Option<ProbeResult>>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT (after handing leadership away), or an error.
@@ -93,6 +111,17 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let fresh = stored.is_none();
 
     let (identity, sdk) = if settings.uses_aws() {
+        // The SDK's HTTPS client aborts the process when it finds no root certificates; say
+        // why in plain words instead.
+        let roots = rustls_native_certs::load_native_certs();
+        if roots.certs.is_empty() {
+            let errors: Vec<String> = roots.errors.iter().map(|e| e.to_string()).collect();
+            return Err(DaemonError::NoRootCertificates(if errors.is_empty() {
+                "none in the usual places".into()
+            } else {
+                errors.join("; ")
+            }));
+        }
         let identity = cloud::resolve_identity(&settings).await?;
         let sdk = cloud::sdk_config(&settings, &identity).await;
         if let Some(endpoint) = &settings.aws.endpoint_url {
@@ -187,7 +216,13 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         observed_at: Vec::new(),
         claimed_at: Vec::new(),
     });
-    let status_task = tokio::spawn(status::serve(status_listener, status_rx));
+    let (operator_tx, mut operator_rx) = mpsc::channel(16);
+    let status_task = tokio::spawn(status::serve(status_listener, status_rx, operator_tx));
+    let (probe_tx, mut probe_rx) = mpsc::channel(64);
+    probes::start(&settings.checks, probe_tx);
+    let hooks = Hooks::start(&settings.hooks, &settings.cluster.name, settings.node.id);
+    let mut advertise = tokio::time::interval(timings.keepalive);
+    advertise.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let st = core.status();
     info!(
@@ -206,6 +241,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     }
 
     let (calls_tx, mut calls_rx) = mpsc::channel(256);
+    let checks_count = settings.checks.len();
     let mut agent = Agent {
         settings,
         core,
@@ -224,6 +260,9 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         status: status_tx,
         aws_endpoint,
         notifier,
+        hooks,
+        last_hook: None,
+        probes: vec![None; checks_count],
     };
     // Ready only now: the state is loaded and both sockets are bound.
     agent.notifier.ready();
@@ -236,6 +275,9 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             _ = ticker.tick() => Wakeup::Tick,
             Some(event) = events.recv() => Wakeup::Peer(event),
             Some((call, result)) = calls_rx.recv() => Wakeup::CallDone { call, result },
+            Some(result) = probe_rx.recv() => Wakeup::Probe(result),
+            Some(request) = operator_rx.recv() => Wakeup::Operator(request),
+            _ = advertise.tick() => Wakeup::Advertise,
             _ = sigterm.recv() => Wakeup::Signal("SIGTERM"),
             _ = sigint.recv() => Wakeup::Signal("SIGINT"),
         };
@@ -301,6 +343,29 @@ impl Agent {
                 call_id: call.id,
                 result,
             }),
+            Wakeup::Peer(PeerEvent::Health { peer, advert }) => {
+                self.last_contact.insert(peer, now);
+                Some(Input::PeerHealth { peer, advert })
+            }
+            Wakeup::Probe(result) => {
+                let input = Input::Probe {
+                    check: result.check,
+                    passed: result.passed,
+                };
+                if let Some(slot) = self.probes.get_mut(result.check) {
+                    *slot = Some(result);
+                }
+                Some(input)
+            }
+            Wakeup::Advertise => {
+                self.outbox.advertise(self.core.advert());
+                None
+            }
+            Wakeup::Operator((request, reply)) => {
+                let response = self.operator(request, now)?;
+                let _ = reply.send(response);
+                None
+            }
             Wakeup::Signal(name) => {
                 if self.shutting_down.is_some() {
                     warn!(
@@ -346,6 +411,54 @@ impl Agent {
         Ok(true)
     }
 
+    /// Runs an operator command through the core and says whether it was accepted.
+    fn operator(&mut self, request: Request, now: Instant) -> Result<Response, DaemonError> {
+        let command = match request {
+            Request::Status => {
+                return Ok(Response::Error {
+                    message: "status is not a command".into(),
+                })
+            }
+            Request::Switchover { to } => Command::Switchover { to },
+            Request::Maintenance { on } => Command::Maintenance(on),
+        };
+        let output = self
+            .core
+            .handle(self.clock_ms(now), Input::Operator(command));
+        let verdict = output.notices.iter().find_map(|notice| match notice {
+            Notice::CommandProposed { command: c } if *c == command => Some(Ok(())),
+            Notice::CommandRefused { command: c, reason } if *c == command => {
+                Some(Err(reason.clone()))
+            }
+            _ => None,
+        });
+        self.execute(output)?;
+        Ok(match verdict {
+            Some(Ok(())) => Response::Accepted {
+                message: format!("{command:?} proposed to the group"),
+            },
+            Some(Err(reason)) => Response::Error { message: reason },
+            None => Response::Error {
+                message: "the command was neither proposed nor refused".into(),
+            },
+        })
+    }
+
+    /// Queues the hook for a transition, once per transition.
+    fn hook(&mut self, event: HookEvent) {
+        if self.last_hook == Some(event) {
+            return;
+        }
+        self.last_hook = Some(event);
+        let st = self.core.status();
+        self.hooks.fire(HookJob {
+            event,
+            role: st.role.to_string(),
+            term: st.term,
+            leader_id: st.leader_id,
+        });
+    }
+
     /// The core's clock: milliseconds of the monotonic clock since this process started.
     fn clock_ms(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.started).as_millis() as u64
@@ -369,6 +482,9 @@ impl Agent {
         }
         for notice in output.notices {
             self.log_notice(notice);
+        }
+        if let Some(advert) = output.advert {
+            self.outbox.advertise(advert);
         }
         for call in output.calls {
             self.start_call(call);
@@ -462,6 +578,9 @@ impl Agent {
                     info!(role = %role, term, leader = ?leader_id, "role changed");
                 }
                 self.notifier.status(&role_line(&self.core.status()));
+                if role == Role::Follower && leader_id.is_some() && self.core.status().healthy {
+                    self.hook(HookEvent::Follower);
+                }
             }
             Notice::VoteIgnoredWhileQuiet { from, term } => {
                 info!(
@@ -516,9 +635,13 @@ impl Agent {
             }
             Notice::HealthChanged { healthy } => {
                 if healthy {
-                    info!("this node is healthy: every check passes")
+                    info!("this node is healthy: every check passes");
+                    if self.core.status().role != Role::Leader {
+                        self.hook(HookEvent::Follower);
+                    }
                 } else {
-                    warn!("this node is unhealthy: a check failed")
+                    warn!("this node is unhealthy: a check failed");
+                    self.hook(HookEvent::Fault);
                 }
             }
             Notice::VoteRefusedUnhealthy { from } => {
@@ -546,7 +669,10 @@ impl Agent {
                     "maintenance mode changed: while on, nothing moves"
                 )
             }
-            Notice::AllResourcesInPlace => info!("every resource points at this leader"),
+            Notice::AllResourcesInPlace => {
+                info!("every resource points at this leader");
+                self.hook(HookEvent::Leader);
+            }
         }
     }
 
@@ -559,10 +685,32 @@ impl Agent {
         report.commit_index = st.commit;
         report.quiet = st.quiet;
         report.shutting_down = self.shutting_down.is_some();
+        report.healthy = st.healthy;
+        report.degraded = st.degraded;
+        report.maintenance = st.maintenance;
+        report.leader_reason = leader_reason(&st);
         for peer in &mut report.peers {
             peer.connected = self.connected.contains(&peer.id);
             peer.matched = st.progress.get(&peer.id).map(|p| p.matched);
+            peer.healthy = st.peer_health.get(&peer.id).map(|a| a.healthy);
         }
+        report.checks = self
+            .settings
+            .checks
+            .iter()
+            .zip(st.checks.iter())
+            .zip(self.probes.iter())
+            .map(|((check, view), last)| CheckReport {
+                name: check.name.clone(),
+                kind: check.kind.as_str().to_string(),
+                up: view.up,
+                last_passed: last.as_ref().map(|r| r.passed),
+                last_detail: last.as_ref().map(|r| r.detail.clone()),
+                last_latency_ms: last.as_ref().map(|r| r.latency.as_millis() as u64),
+                consecutive_passes: view.passes,
+                consecutive_failures: view.failures,
+            })
+            .collect();
         let mut observed_at = Vec::new();
         let mut claimed_at = Vec::new();
         report.resources = st
@@ -623,7 +771,33 @@ fn core_config(settings: &Settings, resources: usize) -> CoreConfig {
             retry_max_ms: 5_000,
             hand_off_after_ms: aws.hand_off_after.as_millis() as u64,
         },
-        health: HealthConfig::default(),
+        health: HealthConfig {
+            checks: settings
+                .checks
+                .iter()
+                .map(|c| CheckRule {
+                    rise: c.rise,
+                    fall: c.fall,
+                })
+                .collect(),
+            min_hand_off_interval_ms: settings.cluster.min_hand_off_interval.as_millis() as u64,
+            preempt: settings.cluster.preempt,
+            preempt_delay_ms: settings.cluster.preempt_delay.as_millis() as u64,
+            // The longest check interval plus one advert: when every service fails at once,
+            // the peers' failures are known within it.
+            confirm_ms: settings
+                .checks
+                .iter()
+                .map(|c| c.interval.as_millis() as u64)
+                .max()
+                .unwrap_or(0)
+                + TransportTimings::new(
+                    settings.cluster.heartbeat_interval,
+                    settings.cluster.election_timeout,
+                )
+                .keepalive
+                .as_millis() as u64,
+        },
     }
 }
 
@@ -644,6 +818,11 @@ fn base_report(settings: &Settings, aws_endpoint: Option<String>) -> StatusRepor
         uptime_ms: 0,
         lease_remaining_ms: None,
         aws_endpoint,
+        healthy: true,
+        degraded: false,
+        maintenance: false,
+        leader_reason: None,
+        checks: Vec::new(),
         peers: settings
             .peers
             .iter()
@@ -655,6 +834,7 @@ fn base_report(settings: &Settings, aws_endpoint: Option<String>) -> StatusRepor
                 connected: false,
                 last_contact_ms: None,
                 matched: None,
+                healthy: None,
             })
             .collect(),
         resources: Vec::new(),
@@ -670,4 +850,34 @@ fn role_line(st: &ha_agent_core::CoreStatus) -> String {
         }
         (role, _) => format!("{role}, no leader, term {}", st.term),
     }
+}
+
+/// Why the current leader leads, as far as this node can tell.
+fn leader_reason(st: &ha_agent_core::CoreStatus) -> Option<String> {
+    let leader = st.leader_id?;
+    if leader == st.id {
+        return Some(if st.degraded {
+            "degraded: unhealthy, but no healthy peer can take over".to_string()
+        } else if st.healthy {
+            format!("this node is healthy; elected in term {}", st.term)
+        } else {
+            format!(
+                "elected in term {}; this node just turned unhealthy",
+                st.term
+            )
+        });
+    }
+    Some(match st.peer_health.get(&leader) {
+        Some(advert) if advert.healthy => {
+            format!(
+                "healthy, priority {}; elected in term {}",
+                advert.priority, st.term
+            )
+        }
+        Some(_) => "unhealthy: no healthy node can take over".to_string(),
+        None => format!(
+            "elected in term {}; its health is not known here yet",
+            st.term
+        ),
+    })
 }

@@ -1,7 +1,8 @@
-//! The `ha-agent` command: `run`, `status`, `check-config`.
+//! The `ha-agent` command: `run`, `status`, `check-config`, `switchover`, `maintenance`.
 //!
 //! Exit codes: 0 success; 1 the agent failed at run time; 2 the configuration is invalid (or
-//! the command line is); 3 `status` found no running agent.
+//! the command line is); 3 `status` found no running agent; 4 an operator command was refused
+//! or did not take effect in time.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use ha_agent::{daemon, logging, status};
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_NOT_RUNNING: u8 = 3;
+const EXIT_REFUSED: u8 = 4;
 
 fn main() -> ExitCode {
     let command = match cli::parse() {
@@ -28,7 +30,102 @@ fn main() -> ExitCode {
             socket,
             json,
         } => show_status(&config.config, socket, json),
+        Command::Switchover { config, socket, to } => {
+            operator(&config.config, socket, status::Request::Switchover { to })
+        }
+        Command::Maintenance {
+            config,
+            socket,
+            state,
+        } => operator(
+            &config.config,
+            socket,
+            status::Request::Maintenance { on: state == "on" },
+        ),
     }
+}
+
+fn socket_path(
+    config_path: &std::path::Path,
+    socket: Option<PathBuf>,
+) -> Result<PathBuf, ExitCode> {
+    match socket {
+        Some(socket) => Ok(socket),
+        None => config::status_socket_from_file(config_path).map_err(|errors| {
+            eprintln!("{errors}");
+            ExitCode::from(EXIT_CONFIG)
+        }),
+    }
+}
+
+/// Sends an operator command, then waits (bounded) until its effect shows in the status.
+fn operator(
+    config_path: &std::path::Path,
+    socket: Option<PathBuf>,
+    request: status::Request,
+) -> ExitCode {
+    let socket = match socket_path(config_path, socket) {
+        Ok(socket) => socket,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(async {
+        let before = match status::query(&socket).await {
+            Ok(report) => report,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_NOT_RUNNING);
+            }
+        };
+        if let Err(e) = status::command(&socket, &request).await {
+            eprintln!("error: refused: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Ok(now) = status::query(&socket).await {
+                let done = match &request {
+                    status::Request::Maintenance { on } => now.maintenance == *on,
+                    status::Request::Switchover { to: Some(id) } => now.leader_id == Some(*id),
+                    status::Request::Switchover { to: None } => {
+                        now.leader_id.is_some() && now.leader_id != before.leader_id
+                    }
+                    status::Request::Status => true,
+                };
+                if done {
+                    match &request {
+                        status::Request::Maintenance { on } => println!(
+                            "maintenance is {} for the whole group",
+                            if *on { "on: nothing moves" } else { "off" }
+                        ),
+                        _ => println!(
+                            "node {} now leads (term {})",
+                            now.leader_id.unwrap_or_default(),
+                            now.term
+                        ),
+                    }
+                    return ExitCode::SUCCESS;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                eprintln!(
+                    "error: the command was accepted but did not take effect within 10 s; \
+                     see the leader's log (journalctl -u ha-agent)"
+                );
+                return ExitCode::from(EXIT_REFUSED);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {
@@ -81,15 +178,9 @@ fn run(path: &std::path::Path) -> ExitCode {
 }
 
 fn show_status(config_path: &std::path::Path, socket: Option<PathBuf>, json: bool) -> ExitCode {
-    let socket = match socket {
-        Some(socket) => socket,
-        None => match config::status_socket_from_file(config_path) {
-            Ok(socket) => socket,
-            Err(errors) => {
-                eprintln!("{errors}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
+    let socket = match socket_path(config_path, socket) {
+        Ok(socket) => socket,
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

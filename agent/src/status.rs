@@ -33,14 +33,31 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Request {
     Status,
+    /// Planned hand-off to the named node, or to the best healthy one.
+    Switchover {
+        to: Option<u64>,
+    },
+    /// Turn maintenance mode on or off for the whole group.
+    Maintenance {
+        on: bool,
+    },
 }
+
+/// An operator command, passed from the status socket to the Raft loop with a way to answer.
+pub type OperatorRequest = (Request, tokio::sync::oneshot::Sender<Response>);
 
 /// What the daemon answers.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Response {
-    Status(StatusReport),
-    Error { message: String },
+    Status(Box<StatusReport>),
+    /// An operator command was accepted into the Raft log.
+    Accepted {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// The status of one agent, as `ha-agent status --json` prints it.
@@ -71,6 +88,30 @@ pub struct StatusReport {
     pub peers: Vec<PeerReport>,
     /// The floating resources, as this node last observed them (only the leader observes).
     pub resources: Vec<ResourceReport>,
+    /// Whether every local check passes.
+    pub healthy: bool,
+    /// The leader is unhealthy and no healthy peer can take over: it keeps the resources.
+    pub degraded: bool,
+    /// While on, the group moves no resource for any reason.
+    pub maintenance: bool,
+    /// Why the current leader leads, as far as this node knows.
+    pub leader_reason: Option<String>,
+    pub checks: Vec<CheckReport>,
+}
+
+/// One local health check.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckReport {
+    pub name: String,
+    /// `http`, `tcp` or `exec`.
+    pub kind: String,
+    /// The check's state after rise/fall.
+    pub up: bool,
+    pub last_passed: Option<bool>,
+    pub last_detail: Option<String>,
+    pub last_latency_ms: Option<u64>,
+    pub consecutive_passes: u32,
+    pub consecutive_failures: u32,
 }
 
 /// One floating resource, as this node last saw it.
@@ -102,6 +143,9 @@ pub struct PeerReport {
     pub last_contact_ms: Option<u64>,
     /// Log index replicated to it (only known on the leader).
     pub matched: Option<u64>,
+    /// Its health, from its latest fresh advert (`None`: unknown).
+    #[serde(default)]
+    pub healthy: Option<bool>,
 }
 
 /// What the Raft loop publishes; times are turned into ages when a client asks.
@@ -188,8 +232,12 @@ pub async fn bind(path: &Path) -> Result<UnixListener, BindError> {
     Ok(listener)
 }
 
-/// Serves clients until the task is dropped.
-pub async fn serve(listener: UnixListener, snapshots: watch::Receiver<Snapshot>) {
+/// Serves clients until the task is dropped; operator commands go to `operator`.
+pub async fn serve(
+    listener: UnixListener,
+    snapshots: watch::Receiver<Snapshot>,
+    operator: tokio::sync::mpsc::Sender<OperatorRequest>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let stream = match listener.accept().await {
@@ -208,9 +256,10 @@ pub async fn serve(listener: UnixListener, snapshots: watch::Receiver<Snapshot>)
             continue;
         };
         let snapshots = snapshots.clone();
+        let operator = operator.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match timeout(CLIENT_DEADLINE, answer(stream, &snapshots)).await {
+            match timeout(CLIENT_DEADLINE, answer(stream, &snapshots, &operator)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => debug!(error = %e, "status client failed"),
                 Err(_) => debug!("status client timed out"),
@@ -222,12 +271,27 @@ pub async fn serve(listener: UnixListener, snapshots: watch::Receiver<Snapshot>)
 async fn answer(
     mut stream: UnixStream,
     snapshots: &watch::Receiver<Snapshot>,
+    operator: &tokio::sync::mpsc::Sender<OperatorRequest>,
 ) -> std::io::Result<()> {
     let bytes = read_message(&mut stream).await?;
     let request: Result<Request, String> =
         serde_json::from_slice(&bytes).map_err(|e| e.to_string());
     let response = match request {
-        Ok(Request::Status) => Response::Status(snapshots.borrow().render(Instant::now())),
+        Ok(Request::Status) => {
+            Response::Status(Box::new(snapshots.borrow().render(Instant::now())))
+        }
+        Ok(command) => {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if operator.send((command, reply)).await.is_err() {
+                Response::Error {
+                    message: "the agent is shutting down".into(),
+                }
+            } else {
+                answer.await.unwrap_or_else(|_| Response::Error {
+                    message: "the agent dropped the request".into(),
+                })
+            }
+        }
         Err(e) => Response::Error {
             message: format!("bad request: {e}"),
         },
@@ -272,6 +336,27 @@ pub enum QueryError {
 
 /// Asks the agent behind `path` for its status.
 pub async fn query(path: &Path) -> Result<StatusReport, QueryError> {
+    match request(path, &Request::Status).await? {
+        Response::Status(report) => Ok(*report),
+        other => Err(QueryError::Protocol {
+            path: path.to_path_buf(),
+            reason: format!("unexpected answer {other:?}"),
+        }),
+    }
+}
+
+/// Sends an operator command to the agent behind `path`; returns its acceptance message.
+pub async fn command(path: &Path, command: &Request) -> Result<String, QueryError> {
+    match request(path, command).await? {
+        Response::Accepted { message } => Ok(message),
+        other => Err(QueryError::Protocol {
+            path: path.to_path_buf(),
+            reason: format!("unexpected answer {other:?}"),
+        }),
+    }
+}
+
+async fn request(path: &Path, request: &Request) -> Result<Response, QueryError> {
     let protocol = |reason: String| QueryError::Protocol {
         path: path.to_path_buf(),
         reason,
@@ -288,7 +373,7 @@ pub async fn query(path: &Path) -> Result<StatusReport, QueryError> {
         }
     };
     let exchange = async {
-        let request = serde_json::to_vec(&Request::Status).expect("requests serialise");
+        let request = serde_json::to_vec(request).expect("requests serialise");
         write_message(&mut stream, &request).await?;
         read_message(&mut stream).await
     };
@@ -297,11 +382,11 @@ pub async fn query(path: &Path) -> Result<StatusReport, QueryError> {
         .map_err(|_| protocol("no answer within 2 s (is the agent wedged?)".into()))?
         .map_err(|e| protocol(e.to_string()))?;
     match serde_json::from_slice(&bytes).map_err(|e| protocol(e.to_string()))? {
-        Response::Status(report) => Ok(report),
         Response::Error { message } => Err(QueryError::Agent {
             path: path.to_path_buf(),
             message,
         }),
+        response => Ok(response),
     }
 }
 
@@ -309,6 +394,12 @@ pub async fn query(path: &Path) -> Result<StatusReport, QueryError> {
 pub fn render_human(r: &StatusReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    if r.maintenance {
+        let _ = writeln!(
+            out,
+            "MAINTENANCE MODE: the group moves no resource (ha-agent maintenance off to end it)"
+        );
+    }
     let leader = match r.leader_id {
         Some(id) if id == r.node_id => format!("node {id} (this node)"),
         Some(id) => format!("node {id}"),
@@ -328,10 +419,23 @@ pub fn render_human(r: &StatusReport) -> String {
         }
     );
     let _ = writeln!(out, "role      {}", r.role);
+    let _ = writeln!(
+        out,
+        "health    {}{}",
+        if r.healthy { "healthy" } else { "UNHEALTHY" },
+        if r.degraded {
+            " (DEGRADED: leading while unhealthy, no healthy peer to take over)"
+        } else {
+            ""
+        }
+    );
     let _ = writeln!(out, "term      {}", r.term);
     let _ = write!(out, "leader    {leader}");
     if let (Some(_), Some(ms)) = (r.leader_id, r.leader_for_ms) {
         let _ = write!(out, ", leading for {}", age(ms));
+    }
+    if let Some(reason) = &r.leader_reason {
+        let _ = write!(out, " ({reason})");
     }
     out.push('\n');
     let _ = writeln!(
@@ -364,8 +468,8 @@ pub fn render_human(r: &StatusReport) -> String {
     out.push('\n');
     let _ = writeln!(
         out,
-        "{:<6} {:<24} {:<8} {:<10} LAST CONTACT",
-        "PEER", "ADDRESS", "ROLE", "REACHABLE"
+        "{:<6} {:<24} {:<8} {:<10} {:<10} LAST CONTACT",
+        "PEER", "ADDRESS", "ROLE", "REACHABLE", "HEALTH"
     );
     for p in &r.peers {
         let contact = p
@@ -373,13 +477,43 @@ pub fn render_human(r: &StatusReport) -> String {
             .map_or_else(|| "never".to_string(), |ms| format!("{} ago", age(ms)));
         let _ = writeln!(
             out,
-            "{:<6} {:<24} {:<8} {:<10} {}",
+            "{:<6} {:<24} {:<8} {:<10} {:<10} {}",
             p.id,
             p.address,
             p.role.as_str(),
             if p.reachable { "yes" } else { "no" },
+            match p.healthy {
+                Some(true) => "healthy",
+                Some(false) => "UNHEALTHY",
+                None => "unknown",
+            },
             contact
         );
+    }
+    if !r.checks.is_empty() {
+        out.push('\n');
+        let _ = writeln!(
+            out,
+            "{:<16} {:<5} {:<6} {:<9} {:<10} LAST RESULT",
+            "CHECK", "TYPE", "STATE", "LATENCY", "PASS/FAIL"
+        );
+        for c in &r.checks {
+            let result = match (c.last_passed, &c.last_detail) {
+                (Some(true), Some(d)) => format!("pass: {d}"),
+                (Some(false), Some(d)) => format!("FAIL: {d}"),
+                _ => "not probed yet".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<5} {:<6} {:<9} {:<10} {result}",
+                c.name,
+                c.kind,
+                if c.up { "up" } else { "DOWN" },
+                c.last_latency_ms
+                    .map_or_else(|| "-".to_string(), |ms| format!("{ms} ms")),
+                format!("{}/{}", c.consecutive_passes, c.consecutive_failures),
+            );
+        }
     }
     if !r.resources.is_empty() {
         out.push('\n');
@@ -450,6 +584,11 @@ mod tests {
             lease_remaining_ms: None,
             aws_endpoint: None,
             resources: Vec::new(),
+            healthy: true,
+            degraded: false,
+            maintenance: false,
+            leader_reason: None,
+            checks: Vec::new(),
             peers: vec![PeerReport {
                 id: 2,
                 address: "10.0.0.2:7946".into(),
@@ -458,6 +597,7 @@ mod tests {
                 connected: true,
                 last_contact_ms: None,
                 matched: Some(9),
+                healthy: None,
             }],
         }
     }
@@ -522,11 +662,25 @@ mod tests {
             observed_at: Vec::new(),
             claimed_at: Vec::new(),
         });
-        let server = tokio::spawn(serve(listener, rx));
+        let (operator, mut requests) = tokio::sync::mpsc::channel(1);
+        let server = tokio::spawn(serve(listener, rx, operator));
+        let answering = tokio::spawn(async move {
+            if let Some((request, reply)) = requests.recv().await {
+                assert_eq!(request, Request::Maintenance { on: true });
+                let _ = reply.send(Response::Accepted {
+                    message: "proposed".into(),
+                });
+            }
+        });
         assert!(matches!(bind(&path).await, Err(BindError::InUse(_))));
         let got = query(&path).await.unwrap();
         assert_eq!(got.node_id, 1);
         assert_eq!(got.peers[0].last_contact_ms, None);
+        let accepted = command(&path, &Request::Maintenance { on: true })
+            .await
+            .unwrap();
+        assert_eq!(accepted, "proposed");
+        answering.await.unwrap();
         server.abort();
         std::fs::remove_dir_all(&dir).unwrap();
     }

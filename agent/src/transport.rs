@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{sleep, timeout, Instant};
 use tracing::{debug, info, warn};
 
-use ha_agent_core::Message;
+use ha_agent_core::{HealthAdvert, Message};
 
 /// Largest frame accepted, header and tag included. Raft messages here are small (no
 /// application data beyond a few commands), so this is generous.
@@ -45,6 +45,8 @@ const TAG_LEN: usize = 32;
 const MAC_DOMAIN: &[u8] = b"ha-agent frame v1";
 const KIND_RAFT: u8 = 1;
 const KIND_KEEPALIVE: u8 = 2;
+const KIND_HEALTH: u8 = 3;
+const HEALTH_LEN: usize = 1 + 8 + 8;
 /// Inbound connections at once, authenticated or not.
 const MAX_INBOUND: usize = 32;
 /// Messages queued per peer before new ones are dropped.
@@ -93,15 +95,24 @@ pub enum PeerEvent {
     Message(Message),
     /// An authenticated frame arrived from this peer (any kind).
     Contact(u64),
+    /// The peer advertised its health.
+    Health { peer: u64, advert: HealthAdvert },
     /// Sending to this peer failed; it is unreachable until a connection succeeds.
     Unreachable(u64),
     /// A connection to this peer was established.
     Connected(u64),
 }
 
+/// What goes to a peer.
+#[derive(Debug)]
+enum Outgoing {
+    Raft(Message),
+    Health(HealthAdvert),
+}
+
 /// The sending side: one queue per peer.
 pub struct Outbox {
-    queues: BTreeMap<u64, mpsc::Sender<Message>>,
+    queues: BTreeMap<u64, mpsc::Sender<Outgoing>>,
 }
 
 impl Outbox {
@@ -109,10 +120,37 @@ impl Outbox {
     /// peer or full queue); Raft recovers from dropped messages by retransmitting.
     pub fn send(&self, message: Message) -> bool {
         match self.queues.get(&message.get_to()) {
-            Some(queue) => queue.try_send(message).is_ok(),
+            Some(queue) => queue.try_send(Outgoing::Raft(message)).is_ok(),
             None => false,
         }
     }
+
+    /// Sends this node's health advert to every peer, without waiting (a dropped advert is
+    /// repeated by the next one).
+    pub fn advertise(&self, advert: HealthAdvert) {
+        for queue in self.queues.values() {
+            let _ = queue.try_send(Outgoing::Health(advert));
+        }
+    }
+}
+
+fn encode_advert(advert: &HealthAdvert) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEALTH_LEN);
+    out.push(u8::from(advert.healthy));
+    out.extend_from_slice(&advert.priority.to_be_bytes());
+    out.extend_from_slice(&advert.healthy_for_ms.to_be_bytes());
+    out
+}
+
+fn decode_advert(bytes: &[u8]) -> Option<HealthAdvert> {
+    if bytes.len() != HEALTH_LEN || bytes[0] > 1 {
+        return None;
+    }
+    Some(HealthAdvert {
+        healthy: bytes[0] == 1,
+        priority: i64::from_be_bytes(bytes[1..9].try_into().ok()?),
+        healthy_for_ms: u64::from_be_bytes(bytes[9..17].try_into().ok()?),
+    })
 }
 
 /// Starts one sender task per peer.
@@ -242,6 +280,18 @@ async fn serve_inbound(
         expected_seq += 1;
         let event = match frame.kind {
             KIND_KEEPALIVE => PeerEvent::Contact(frame.from),
+            KIND_HEALTH => match decode_advert(frame.payload) {
+                Some(advert) => PeerEvent::Health {
+                    peer: frame.from,
+                    advert,
+                },
+                None => {
+                    return Err(format!(
+                        "health advert from node {} does not decode",
+                        frame.from
+                    ))
+                }
+            },
             KIND_RAFT => {
                 let message = ha_agent_core::decode_message(frame.payload).map_err(|e| {
                     format!("raft message from node {} does not decode: {e}", frame.from)
@@ -326,7 +376,7 @@ async fn run_sender(
     identity: TransportIdentity,
     peer: u64,
     address: SocketAddr,
-    mut queue: mpsc::Receiver<Message>,
+    mut queue: mpsc::Receiver<Outgoing>,
     events: mpsc::Sender<PeerEvent>,
 ) {
     let timings = identity.timings;
@@ -404,14 +454,15 @@ async fn send_until_error(
     peer: u64,
     mut stream: TcpStream,
     nonce: &[u8],
-    queue: &mut mpsc::Receiver<Message>,
+    queue: &mut mpsc::Receiver<Outgoing>,
 ) -> Option<String> {
     let mut seq = 0u64;
     let mut buf = [0u8; 64];
     loop {
         let (kind, payload) = tokio::select! {
             received = queue.recv() => match received {
-                Some(message) => (KIND_RAFT, ha_agent_core::encode_message(&message)),
+                Some(Outgoing::Raft(message)) => (KIND_RAFT, ha_agent_core::encode_message(&message)),
+                Some(Outgoing::Health(advert)) => (KIND_HEALTH, encode_advert(&advert)),
                 None => return None,
             },
             _ = sleep(identity.timings.keepalive) => (KIND_KEEPALIVE, Vec::new()),
@@ -454,6 +505,18 @@ mod tests {
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
     const NONCE: [u8; NONCE_LEN] = [7; NONCE_LEN];
+
+    #[test]
+    fn health_adverts_round_trip_and_junk_is_refused() {
+        let advert = HealthAdvert {
+            healthy: true,
+            priority: -3,
+            healthy_for_ms: 12_345,
+        };
+        assert_eq!(decode_advert(&encode_advert(&advert)), Some(advert));
+        assert_eq!(decode_advert(&[2; HEALTH_LEN]), None);
+        assert_eq!(decode_advert(&[1; 3]), None);
+    }
 
     #[test]
     fn sealed_frames_open_with_the_same_key_and_nonce() {

@@ -765,14 +765,15 @@ impl Core {
         self.hand_off_target().filter(|&id| self.peer_ready(id))
     }
 
+    /// A peer that advertised itself healthy within the last election timeout. (Raft's own
+    /// `recent_active` flag is reset at every check-quorum round, so it flickers.)
     fn peer_ready(&self, id: u64) -> bool {
+        let window = self.config.election_ticks as u64 * self.config.tick_ms;
         self.health.peer(self.now_ms, id).is_some_and(|a| a.healthy)
             && self
-                .raw
-                .raft
-                .prs()
-                .get(id)
-                .is_some_and(|pr| pr.recent_active)
+                .health
+                .peer_heard_at(id)
+                .is_some_and(|at| self.now_ms.saturating_sub(at) <= window)
     }
 
     /// This node's advert.
