@@ -98,7 +98,7 @@ struct Agent {
     notifier: Notifier,
     hooks: Hooks,
     /// The hook fired last, so that each transition fires once.
-    last_hook: Option<HookEvent>,
+    last_hook: Option<(HookEvent, Option<u64>)>,
     /// The latest result of each local check.
     probes: Vec<Option<ProbeResult>>,
 }
@@ -446,17 +446,32 @@ impl Agent {
 
     /// Queues the hook for a transition, once per transition.
     fn hook(&mut self, event: HookEvent) {
-        if self.last_hook == Some(event) {
+        let st = self.core.status();
+        // A follower hook names the leader it follows, so a new leader fires it again.
+        let key = (
+            event,
+            (event == HookEvent::Follower)
+                .then_some(st.leader_id)
+                .flatten(),
+        );
+        if self.last_hook == Some(key) {
             return;
         }
-        self.last_hook = Some(event);
-        let st = self.core.status();
+        self.last_hook = Some(key);
         self.hooks.fire(HookJob {
             event,
             role: st.role.to_string(),
             term: st.term,
             leader_id: st.leader_id,
         });
+    }
+
+    /// `on-follower`: this node is healthy and follows a known leader.
+    fn follower_hook(&mut self) {
+        let st = self.core.status();
+        if st.role == Role::Follower && st.healthy && st.leader_id.is_some_and(|id| id != st.id) {
+            self.hook(HookEvent::Follower);
+        }
     }
 
     /// The core's clock: milliseconds of the monotonic clock since this process started.
@@ -578,9 +593,7 @@ impl Agent {
                     info!(role = %role, term, leader = ?leader_id, "role changed");
                 }
                 self.notifier.status(&role_line(&self.core.status()));
-                if role == Role::Follower && leader_id.is_some() && self.core.status().healthy {
-                    self.hook(HookEvent::Follower);
-                }
+                self.follower_hook();
             }
             Notice::VoteIgnoredWhileQuiet { from, term } => {
                 info!(
@@ -636,9 +649,7 @@ impl Agent {
             Notice::HealthChanged { healthy } => {
                 if healthy {
                     info!("this node is healthy: every check passes");
-                    if self.core.status().role != Role::Leader {
-                        self.hook(HookEvent::Follower);
-                    }
+                    self.follower_hook();
                 } else {
                     warn!("this node is unhealthy: a check failed");
                     self.hook(HookEvent::Fault);

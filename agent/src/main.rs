@@ -58,6 +58,17 @@ fn socket_path(
     }
 }
 
+/// The small runtime the client commands use.
+fn client_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        })
+}
+
 /// Sends an operator command, then waits (bounded) until its effect shows in the status.
 fn operator(
     config_path: &std::path::Path,
@@ -68,15 +79,9 @@ fn operator(
         Ok(socket) => socket,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match client_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let before = match status::query(&socket).await {
@@ -182,15 +187,9 @@ fn show_status(config_path: &std::path::Path, socket: Option<PathBuf>, json: boo
         Ok(socket) => socket,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match client_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(status::query(&socket)) {
         Ok(report) => {

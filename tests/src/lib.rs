@@ -10,7 +10,8 @@
 //! - [`status`]: the JSON of `ha-agent status --json` and the single-leader rule.
 //! - [`aws`]: the AWS emulator (moto), the fault proxy, and each cluster's AWS world, built
 //!   and observed through the real SDK.
-//! - [`scenarios`], [`aws_scenarios`]: the end-to-end scenarios behind `tests/e2e.rs`.
+//! - [`scenarios`], [`aws_scenarios`], [`health_scenarios`]: the end-to-end scenarios behind
+//!   `tests/e2e.rs`.
 //!
 //! Everything here needs root and fails (never skips) without it. Names of namespaces and
 //! interfaces start with `hae` and carry the creating process's pid, so tests may run in
@@ -20,6 +21,7 @@ pub mod aws;
 pub mod aws_scenarios;
 pub mod cluster;
 mod command;
+pub mod health_scenarios;
 pub mod network;
 pub mod scenarios;
 pub mod status;

@@ -1,12 +1,13 @@
 //! End-to-end tests of ha-agent: real agent processes, each in its own network namespace on a
-//! bridge, and, for the `aws_*` tests, the AWS emulator behind a fault proxy. A table of
-//! contents: each test is one scenario of `ha_agent_e2e::scenarios` or
-//! `ha_agent_e2e::aws_scenarios`, where its steps and assertions are. Needs root, what
+//! bridge, and, for the `aws_*`, `health_*`, `switchover_*` and `hooks_*` tests, the AWS
+//! emulator behind a fault proxy. A table of contents: each test is one scenario of
+//! `ha_agent_e2e::scenarios`, `ha_agent_e2e::aws_scenarios` or
+//! `ha_agent_e2e::health_scenarios`, where its steps and assertions are. Needs root, what
 //! `bash scripts/setup` installs (moto among it), and the `ha-agent` binary built
 //! (`cargo build -p ha-agent`, or set `HA_AGENT_BIN`).
 
 use anyhow::Result;
-use ha_agent_e2e::{aws_scenarios, scenarios};
+use ha_agent_e2e::{aws_scenarios, health_scenarios, scenarios};
 
 // ---- the harness's own network plumbing (no agents) ----
 
@@ -82,4 +83,26 @@ fn aws_throttling_and_5xx_still_converge() -> Result<()> {
 #[test]
 fn aws_check_config_rejects_and_status_reports_the_emulator() -> Result<()> {
     aws_scenarios::aws_check_config_rejects_and_status_reports_the_emulator()
+}
+
+// ---- health checks, operator controls and notify hooks (a real HTTP service per node) ----
+
+#[test]
+fn health_unhealthy_leader_hands_off_and_eip_follows() -> Result<()> {
+    health_scenarios::health_unhealthy_leader_hands_off_and_eip_follows()
+}
+
+#[test]
+fn health_all_unhealthy_nothing_moves() -> Result<()> {
+    health_scenarios::health_all_unhealthy_nothing_moves()
+}
+
+#[test]
+fn switchover_to_moves_the_eip_on_command() -> Result<()> {
+    health_scenarios::switchover_to_moves_the_eip_on_command()
+}
+
+#[test]
+fn hooks_run_with_the_right_environment_in_order() -> Result<()> {
+    health_scenarios::hooks_run_with_the_right_environment_in_order()
 }
