@@ -1363,3 +1363,99 @@ fn transfer_requests_from_peers_are_refused() {
         .any(|n| matches!(n, Notice::MessageRefused { .. })));
     assert_eq!(core.status().transferring_to, None);
 }
+
+/// Runs a three-voter group where node 1 has the highest priority but starts with its service
+/// down, until another node leads with every resource; returns that leader.
+fn group_led_by_a_lower_priority_node(preempt: bool) -> (Sim, u64) {
+    let seed = (0..200)
+        .find(|&seed| Sim::new(seed).nodes.len() == 3 && !Sim::new(seed).nodes[2].is_witness())
+        .expect("a three-voter layout among the first seeds");
+    let mut sim = Sim::new(seed);
+    for node in &mut sim.nodes {
+        node.config.priority = if node.id == 1 { 150 } else { 100 };
+        node.config.health.preempt = preempt;
+        node.config.health.preempt_delay_ms = 3_000;
+        node.service_up = node.id != 1;
+    }
+    let deadline = sim.now + LIVENESS_BOUND_MS;
+    loop {
+        let all = sim.ids();
+        if let Some(leader) = sim.agreed_leader(&all) {
+            if leader != 1 && sim.cloud.iter().all(|h| *h == Some(leader)) {
+                return (sim, leader);
+            }
+        }
+        assert!(sim.now < deadline, "no healthy leader other than node 1");
+        sim.run_for(10);
+    }
+}
+
+/// With `preempt`, a recovered node of higher priority takes leadership back once it has been
+/// healthy for `preempt-delay`, not before; the resources follow.
+#[test]
+fn preemption_waits_for_the_delay_then_takes_leadership_back() {
+    let (mut sim, first) = group_led_by_a_lower_priority_node(true);
+    sim.node_mut(1).service_up = true;
+    let recovered = sim.now;
+    let deadline = recovered + 3_000 + LIVENESS_BOUND_MS;
+    loop {
+        let leader = sim.current_leader();
+        if leader == Some(1) {
+            let healthy_for = sim.now - sim.node(1).health_since;
+            assert!(
+                healthy_for >= 3_000,
+                "node 1 took leadership back after being healthy for only {healthy_for} ms"
+            );
+            break;
+        }
+        assert!(
+            sim.now < deadline,
+            "node 1 never took leadership back from {first}"
+        );
+        sim.run_for(10);
+    }
+    let all = sim.ids();
+    sim.await_convergence(&all, "after preemption");
+    assert_eq!(sim.agreed_leader(&all), Some(1));
+}
+
+/// Without `preempt` (the default), a recovered node of higher priority does not take
+/// leadership back.
+#[test]
+fn without_preemption_a_recovered_node_does_not_take_leadership_back() {
+    let (mut sim, first) = group_led_by_a_lower_priority_node(false);
+    sim.node_mut(1).service_up = true;
+    sim.run_for(10_000);
+    let all = sim.ids();
+    assert_eq!(
+        sim.agreed_leader(&all),
+        Some(first),
+        "leadership moved without preempt"
+    );
+    assert!(sim.cloud.iter().all(|h| *h == Some(first)));
+}
+
+/// Maintenance is in the Raft log: a group that restarts entirely still has it on.
+#[test]
+fn maintenance_survives_a_restart_of_every_node() {
+    let mut sim = Sim::new(5);
+    sim.phase_heal();
+    let leader = sim.current_leader().unwrap();
+    sim.feed(leader, Input::Operator(Command::Maintenance(true)));
+    let deadline = sim.now + 5_000;
+    while !sim.maintenance_everywhere() {
+        assert!(sim.now < deadline, "maintenance did not reach every node");
+        sim.run_for(10);
+    }
+    for id in sim.ids() {
+        sim.crash(id, Some(100));
+    }
+    sim.run_for(5_000);
+    for id in sim.ids() {
+        let status = sim.status(id).expect("restarted");
+        assert!(
+            status.maintenance,
+            "node {id} forgot maintenance after a restart"
+        );
+    }
+}
