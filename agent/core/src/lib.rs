@@ -69,9 +69,37 @@
 //!    `expect`s in this crate mark broken invariants of raft's in-memory storage, where
 //!    stopping is the only safe answer.
 //!
-//! The simulation harness (`tests/simulation.rs`) checks rules 1–3 over thousands of seeded
-//! schedules with message loss, partitions and crash-restarts that keep only what was made
-//! durable.
+//! 7. **Health steers leadership.** A node is healthy when all its checks pass (rise/fall
+//!    hysteresis). Nodes advertise their health to each other; while a voter is known to be
+//!    healthy, a candidate known to be unhealthy gets no vote, and an unhealthy node's raft
+//!    priority drops to 0 so that it never out-ranks a healthy candidate. Unknown health never
+//!    blocks an election. An unhealthy leader hands off only to a peer whose healthy advert
+//!    arrived after a confirmation delay (so a failure of every service at once moves
+//!    nothing), at most once per `min-hand-off-interval`; with no healthy peer it stays,
+//!    degraded. Maintenance (in the Raft log) stops every claim and every health hand-off.
+//!
+//! The simulation harness (`tests/simulation.rs`) checks these rules over thousands of seeded
+//! schedules with message loss, partitions, pauses, clock drift, crash-restarts that keep only
+//! what was made durable, failing cloud calls and scripted health.
+//!
+//! ## Departures from the design notes, and limits
+//!
+//! - The lease rounds use raft-rs' `read_index` with `ReadOnlyOption::Safe` (heartbeats that
+//!   carry a context), which gives exactly "a round a majority acknowledged" without a second
+//!   heartbeat mechanism.
+//! - A transfer waits for the deadlines of the leader's claims in flight, not only for the
+//!   lease surrender: the simulation showed that a surrender alone lets the old leader's last
+//!   claim land after the new leader's first.
+//! - Health is shared through authenticated adverts on the peer transport, not through the
+//!   Raft log: it changes often and needs no agreement, only freshness. Operator commands
+//!   (maintenance, switchover) do go through the log.
+//! - The Route53 compare-and-set (a TXT record holding the term) is not implemented; like the
+//!   Elastic IP, Route53 relies on the lease and on reconciliation.
+//! - The log is never compacted and the state file is rewritten whole on every change. The
+//!   log only grows by one entry per election or operator command, so this stays small for
+//!   years of normal operation; compaction with snapshots is future work.
+//! - Checks start down, so at a cold start of the whole group the first leader may be elected
+//!   before anyone's checks have risen and then hand off once a peer is healthy first.
 
 mod durable;
 mod health;
