@@ -22,6 +22,8 @@ pub mod aws_scenarios;
 pub mod cluster;
 mod command;
 pub mod health_scenarios;
+pub mod keepalived;
+pub mod measure;
 pub mod network;
 pub mod scenarios;
 pub mod status;
