@@ -1201,18 +1201,24 @@ fn cluster_name(name: Option<String>, problems: &mut Vec<String>) -> Option<Stri
         );
         return None;
     }
+    label("cluster.name", name, MAX_CLUSTER_NAME_LEN, problems)
+}
+
+/// A short label (`cluster.name`, `check[i].name`): letters, digits, '.', '_' and '-', at most
+/// `max_len` characters. Reports every problem under `key`.
+fn label(key: &str, name: String, max_len: usize, problems: &mut Vec<String>) -> Option<String> {
     let before = problems.len();
     if let Some(bad) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
         problems.push(format!(
-            "cluster.name = {name:?} contains {bad:?}: use only letters, digits, '.', '_' and '-'"
+            "{key} = {name:?} contains {bad:?}: use only letters, digits, '.', '_' and '-'"
         ));
     }
-    if name.len() > MAX_CLUSTER_NAME_LEN {
+    if name.len() > max_len {
         problems.push(format!(
-            "cluster.name is {} characters long: use at most {MAX_CLUSTER_NAME_LEN}",
+            "{key} is {} characters long: use at most {max_len}",
             name.len()
         ));
     }
@@ -2656,22 +2662,7 @@ fn check_name(key: &str, name: Option<String>, problems: &mut Vec<String>) -> Op
         ));
         return None;
     }
-    let before = problems.len();
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        problems.push(format!(
-            "{key}.name = {name:?} contains {bad:?}: use only letters, digits, '.', '_' and '-'"
-        ));
-    }
-    if name.len() > MAX_CHECK_NAME_LEN {
-        problems.push(format!(
-            "{key}.name is {} characters long: use at most {MAX_CHECK_NAME_LEN}",
-            name.len()
-        ));
-    }
-    (problems.len() == before).then_some(name)
+    label(&format!("{key}.name"), name, MAX_CHECK_NAME_LEN, problems)
 }
 
 /// `type = "http"`: a URL, the statuses that pass, and an optional body match.
