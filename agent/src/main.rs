@@ -58,6 +58,14 @@ fn socket_path(
     }
 }
 
+/// What every client command needs: the status socket's path and a small runtime.
+fn client(
+    config_path: &std::path::Path,
+    socket: Option<PathBuf>,
+) -> Result<(PathBuf, tokio::runtime::Runtime), ExitCode> {
+    Ok((socket_path(config_path, socket)?, client_runtime()?))
+}
+
 /// The small runtime the client commands use.
 fn client_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
@@ -75,12 +83,8 @@ fn operator(
     socket: Option<PathBuf>,
     request: status::Request,
 ) -> ExitCode {
-    let socket = match socket_path(config_path, socket) {
-        Ok(socket) => socket,
-        Err(code) => return code,
-    };
-    let runtime = match client_runtime() {
-        Ok(runtime) => runtime,
+    let (socket, runtime) = match client(config_path, socket) {
+        Ok(client) => client,
         Err(code) => return code,
     };
     runtime.block_on(async {
@@ -183,12 +187,8 @@ fn run(path: &std::path::Path) -> ExitCode {
 }
 
 fn show_status(config_path: &std::path::Path, socket: Option<PathBuf>, json: bool) -> ExitCode {
-    let socket = match socket_path(config_path, socket) {
-        Ok(socket) => socket,
-        Err(code) => return code,
-    };
-    let runtime = match client_runtime() {
-        Ok(runtime) => runtime,
+    let (socket, runtime) = match client(config_path, socket) {
+        Ok(client) => client,
         Err(code) => return code,
     };
     match runtime.block_on(status::query(&socket)) {
