@@ -92,6 +92,8 @@ pub struct ClusterSpec {
     pub aws: bool,
     /// `aws.reconcile-interval` in every config; `None` leaves the agent's default (10 s).
     pub reconcile_interval: Option<Duration>,
+    /// `cluster.min-hand-off-interval` in every config; `None` leaves the agent's default (30 s).
+    pub min_hand_off_interval: Option<Duration>,
 }
 
 impl ClusterSpec {
@@ -110,6 +112,7 @@ impl ClusterSpec {
             election_timeout: Duration::from_secs(1),
             aws: false,
             reconcile_interval: None,
+            min_hand_off_interval: None,
         }
     }
 
@@ -137,6 +140,12 @@ impl ClusterSpec {
     /// With `aws.reconcile-interval = interval` (at least 1 s, the agent's minimum).
     pub fn with_reconcile_interval(mut self, interval: Duration) -> ClusterSpec {
         self.reconcile_interval = Some(interval);
+        self
+    }
+
+    /// With `cluster.min-hand-off-interval = interval` (at least two election timeouts).
+    pub fn with_min_hand_off_interval(mut self, interval: Duration) -> ClusterSpec {
+        self.min_hand_off_interval = Some(interval);
         self
     }
 }
@@ -320,6 +329,7 @@ impl Cluster {
              secret-file = {secret}\n\
              heartbeat-interval = \"{heartbeat}ms\"\n\
              election-timeout = \"{election}ms\"\n\
+             {hand_off}\
              \n\
              [node]\n\
              id = {id}\n\
@@ -332,6 +342,11 @@ impl Cluster {
             secret = toml_string(&secret_file.to_string_lossy()),
             heartbeat = self.spec.heartbeat_interval.as_millis(),
             election = self.spec.election_timeout.as_millis(),
+            hand_off = self
+                .spec
+                .min_hand_off_interval
+                .map(|interval| format!("min-hand-off-interval = \"{}ms\"\n", interval.as_millis()))
+                .unwrap_or_default(),
             id = node.id,
             address = self.network.address(node.id),
             state = toml_string(&state_dir.to_string_lossy()),
@@ -868,6 +883,51 @@ impl Cluster {
         })?;
         self.note(format!("emulator: {holders}"));
         Ok(holders)
+    }
+
+    /// Polls until the nodes `among` agree on a single leader that reports itself healthy
+    /// (`"healthy": true` in its status; the caller knows a healthy node exists) and every
+    /// resource points at it in its term, all in one observation. Fails at once on two
+    /// leaders in one term.
+    pub fn wait_for_healthy_leader_with_resources(
+        &mut self,
+        among: &[u64],
+        timeout: Duration,
+    ) -> Result<Leader> {
+        self.aws()?;
+        let what =
+            format!("a single healthy leader among nodes {among:?} with every resource on it");
+        let leader = self.poll(&what, timeout, RESOURCE_POLL_INTERVAL, |cluster| {
+            cluster.ensure_helpers_alive()?;
+            let statuses = match cluster.statuses(among)? {
+                Ok(statuses) => statuses,
+                Err(reason) => return Ok(Err(reason)),
+            };
+            let leader = match judge(&statuses) {
+                Verdict::Agreed(leader) => leader,
+                Verdict::Pending(reason) => return Ok(Err(reason)),
+                Verdict::Violation(reason) => {
+                    bail!(cluster.diagnose(&format!("election safety violated: {reason}")))
+                }
+            };
+            let healthy = statuses
+                .iter()
+                .find(|status| status.node_id == leader.id)
+                .and_then(|status| serde_json::from_str::<serde_json::Value>(&status.raw).ok())
+                .and_then(|value| value["healthy"].as_bool());
+            if healthy != Some(true) {
+                return Ok(Err(format!(
+                    "leader {leader} reports healthy = {healthy:?}"
+                )));
+            }
+            Ok(match cluster.aws()?.holders() {
+                Ok(holders) if holders.all_on(leader.id, Some(leader.term)) => Ok(leader),
+                Ok(holders) => Err(format!("leader {leader}; {holders}")),
+                Err(error) => Err(format!("{error:#}")),
+            })
+        })?;
+        self.note(format!("healthy leader {leader}, every resource on it"));
+        Ok(leader)
     }
 
     /// Polls node `id`'s `ha-agent status --json` until it lists resources, every one in place

@@ -230,7 +230,7 @@ impl Health {
 }
 
 /// Node `id`'s status and its health part.
-fn health(cluster: &Cluster, id: u64) -> Result<(Status, Health)> {
+pub fn health(cluster: &Cluster, id: u64) -> Result<(Status, Health)> {
     let status = cluster.status(id)?;
     let health = Health::of(&status)?;
     Ok((status, health))
@@ -267,7 +267,7 @@ fn wait_for_health(
 }
 
 /// Waits until every node in `ids` reports `healthy == want`.
-fn wait_for_all_health(cluster: &mut Cluster, ids: &[u64], want: bool) -> Result<Duration> {
+pub fn wait_for_all_health(cluster: &mut Cluster, ids: &[u64], want: bool) -> Result<Duration> {
     let start = Instant::now();
     let what = if want {
         "reports healthy"
@@ -283,32 +283,76 @@ fn wait_for_all_health(cluster: &mut Cluster, ids: &[u64], want: bool) -> Result
 
 // ---- launching ------------------------------------------------------------------------------
 
-/// The tables every node's config gets: the http check on its service, and hooks that append
-/// to `hooks_file`.
-fn health_tables(script: &Path, hooks_file: &Path) -> String {
+/// An http `[[check]]` named `web` on a node's [`Services`] server; `None` leaves the agent's
+/// default for that key.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WebCheck {
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+impl WebCheck {
+    /// The check of the health scenarios: every 500 ms, 250 ms timeout, rise 2, fall 2.
+    pub fn fast() -> WebCheck {
+        WebCheck {
+            interval: Some(CHECK_INTERVAL),
+            timeout: Some(CHECK_TIMEOUT),
+            rise: Some(CHECK_RISE),
+            fall: Some(CHECK_FALL),
+        }
+    }
+
+    /// The `[[check]]` table.
+    pub fn table(&self) -> String {
+        let mut text = format!(
+            "\n[[check]]\n\
+             name = \"web\"\n\
+             type = \"http\"\n\
+             url = \"http://127.0.0.1:{SERVICE_PORT}/\"\n"
+        );
+        if let Some(interval) = self.interval {
+            let _ = writeln!(text, "interval = \"{}ms\"", interval.as_millis());
+        }
+        if let Some(timeout) = self.timeout {
+            let _ = writeln!(text, "timeout = \"{}ms\"", timeout.as_millis());
+        }
+        if let Some(rise) = self.rise {
+            let _ = writeln!(text, "rise = {rise}");
+        }
+        if let Some(fall) = self.fall {
+            let _ = writeln!(text, "fall = {fall}");
+        }
+        text
+    }
+}
+
+/// Appends `check` to every node's config and prepares (does not start) every node's
+/// service. Call before the agents start.
+pub fn add_web_check(cluster: &mut Cluster, check: &WebCheck) -> Result<Services> {
+    for id in cluster.ids() {
+        let path = cluster.config_path(id)?.to_path_buf();
+        let mut text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        text.push_str(&check.table());
+        cluster.write_config(id, &text)?;
+    }
+    Services::new(cluster)
+}
+
+/// The hooks every node's config gets: each appends to `hooks_file`.
+fn hooks_table(script: &Path, hooks_file: &Path) -> String {
     let quote = |text: &str| serde_json::Value::String(text.to_string()).to_string();
     let script = quote(&script.to_string_lossy());
     let file = quote(&hooks_file.to_string_lossy());
-    let mut text = String::from("\n# Added by the health scenarios.\n");
-    let _ = write!(
-        text,
-        "[[check]]\n\
-         name = \"web\"\n\
-         type = \"http\"\n\
-         url = \"http://127.0.0.1:{SERVICE_PORT}/\"\n\
-         interval = \"{}ms\"\n\
-         timeout = \"{}ms\"\n\
-         rise = {CHECK_RISE}\n\
-         fall = {CHECK_FALL}\n\
-         \n[hooks]\n\
+    format!(
+        "\n[hooks]\n\
          on-leader = [{script}, {file}, \"leader\"]\n\
          on-follower = [{script}, {file}, \"follower\"]\n\
          on-fault = [{script}, {file}, \"fault\"]\n\
-         timeout = \"5s\"\n",
-        CHECK_INTERVAL.as_millis(),
-        CHECK_TIMEOUT.as_millis(),
-    );
-    text
+         timeout = \"5s\"\n"
+    )
 }
 
 /// Node `id`'s hook file.
@@ -329,10 +373,11 @@ fn launch_with_services(test: &str) -> Result<(Cluster, Services, Leader)> {
         let path = cluster.config_path(id)?.to_path_buf();
         let mut text =
             fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        text.push_str(&health_tables(&script, &hooks_file(&cluster, id)));
+        text.push_str("\n# Added by the health scenarios.\n");
+        text.push_str(&hooks_table(&script, &hooks_file(&cluster, id)));
         cluster.write_config(id, &text)?;
     }
-    let mut services = Services::new(&cluster)?;
+    let mut services = add_web_check(&mut cluster, &WebCheck::fast())?;
     for id in cluster.ids() {
         let pid = services.start(id)?;
         cluster.note(format!(
@@ -1066,9 +1111,16 @@ mod tests {
 
     #[test]
     fn health_tables_parse_as_toml() {
-        let text = health_tables(Path::new("/tmp/x y/hook.sh"), Path::new("/tmp/h.log"));
+        let text = hooks_table(Path::new("/tmp/x y/hook.sh"), Path::new("/tmp/h.log"))
+            + &WebCheck::fast().table();
         let value: toml::Value = toml::from_str(&text).expect("valid TOML");
         assert_eq!(value["check"][0]["type"].as_str(), Some("http"));
+        assert_eq!(value["check"][0]["interval"].as_str(), Some("500ms"));
+        assert_eq!(value["check"][0]["fall"].as_integer(), Some(2));
         assert_eq!(value["hooks"]["on-fault"][2].as_str(), Some("fault"));
+        let defaults: toml::Value =
+            toml::from_str(&WebCheck::default().table()).expect("valid TOML");
+        let check = defaults["check"][0].as_table().expect("a table");
+        assert_eq!(check.len(), 3, "only name, type and url: {check:?}");
     }
 }

@@ -3,13 +3,14 @@
 //! ha-agent (default settings) and for keepalived (unicast VRRP, priorities 150/100/50, a
 //! `notify_master` that runs `aws ec2 associate-address --allow-reassociation`) at two
 //! `advert_int` settings, each scenario runs `--trials` times: the current holder is SIGKILLed,
-//! SIGSTOPped, or cut off from its peers by nftables DROP rules (not from the emulator), and the
+//! SIGSTOPped, or cut off from its peers by nftables DROP rules (not from the emulator), or (for
+//! ha-agent only, as the issue asks) its service is killed so that its http check fails, and the
 //! time from the fault until DescribeAddresses (polled every 10 ms) shows the Elastic IP on
 //! another node is recorded. Split-brain seconds come from the fault proxy's claim log (and,
 //! for keepalived, its VRRP state transitions). Idle cost: RSS, CPU and peer-link bytes.
 //!
 //! Usage: ha-agent-bench [--trials N] [--idle-seconds S] [--out-dir DIR]
-//!                       [--scenarios kill,stop,partition] [--systems ha-agent,keepalived]
+//!                       [--scenarios kill,stop,partition,health] [--systems ha-agent,keepalived]
 //!                       [--advert-ints 1,0.28]
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use ha_agent_e2e::health_scenarios::{add_web_check, wait_for_all_health, Services, WebCheck};
 use ha_agent_e2e::keepalived::{Keepalived, VrrpSettings};
 use ha_agent_e2e::measure::{
     belief_split_brain, claim_window_split_brain, idle_cost, summarize, ClaimSpan, IdleCost,
@@ -35,6 +37,8 @@ const FAILOVER_DEADLINE: Duration = Duration::from_secs(30);
 /// Quiet time before each fault and after each recovery, so that claims of one trial do not
 /// run into the next.
 const SETTLE: Duration = Duration::from_millis(1500);
+/// The agent's default `cluster.min-hand-off-interval`, and a margin.
+const MIN_HAND_OFF_INTERVAL: Duration = Duration::from_secs(31);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,6 +46,7 @@ enum Scenario {
     Kill,
     Stop,
     Partition,
+    Health,
 }
 
 impl Scenario {
@@ -50,7 +55,8 @@ impl Scenario {
             "kill" => Scenario::Kill,
             "stop" => Scenario::Stop,
             "partition" => Scenario::Partition,
-            other => bail!("unknown scenario {other:?} (kill, stop, partition)"),
+            "health" => Scenario::Health,
+            other => bail!("unknown scenario {other:?} (kill, stop, partition, health)"),
         })
     }
 
@@ -59,6 +65,10 @@ impl Scenario {
             Scenario::Kill => "SIGKILL of the holder",
             Scenario::Stop => "SIGSTOP of the holder",
             Scenario::Partition => "holder cut from its peers (nft DROP), not from the emulator",
+            Scenario::Health => {
+                "the holder's service is killed, so its http check fails (ha-agent only; the \
+                 check at the agent's defaults: every 1 s, timeout 500 ms, fall 3)"
+            }
         }
     }
 }
@@ -78,7 +88,12 @@ fn parse_options() -> Result<Options> {
         trials: 20,
         idle: Duration::from_secs(60),
         out_dir: PathBuf::from("/tmp/ha-agent-bench"),
-        scenarios: vec![Scenario::Kill, Scenario::Stop, Scenario::Partition],
+        scenarios: vec![
+            Scenario::Kill,
+            Scenario::Stop,
+            Scenario::Partition,
+            Scenario::Health,
+        ],
         ha_agent: true,
         keepalived: true,
         advert_ints: vec![1.0, 0.28],
@@ -112,7 +127,7 @@ fn parse_options() -> Result<Options> {
             "-h" | "--help" => {
                 println!(
                     "ha-agent-bench [--trials N (20)] [--idle-seconds S (60)] [--out-dir DIR] \
-                     [--scenarios kill,stop,partition] [--systems ha-agent,keepalived] \
+                     [--scenarios kill,stop,partition,health] [--systems ha-agent,keepalived] \
                      [--advert-ints 1,0.28]"
                 );
                 std::process::exit(0);
@@ -190,11 +205,20 @@ fn run() -> Result<()> {
     let started_unix = wall_clock();
     let spec = ClusterSpec::three_voters().with_aws();
     let mut cluster = Cluster::new("bench", spec)?;
+    // Every node's service and, in ha-agent's configs, an http check on it at the defaults.
+    // Declared after the cluster: dropped (the servers killed) before it.
+    let mut services = add_web_check(&mut cluster, &WebCheck::default())?;
     let mut trials = Vec::new();
     let mut idle = Vec::new();
 
     if options.ha_agent {
-        run_ha_agent(&mut cluster, &options, &mut trials, &mut idle)?;
+        run_ha_agent(
+            &mut cluster,
+            &mut services,
+            &options,
+            &mut trials,
+            &mut idle,
+        )?;
     }
     for id in cluster.ids() {
         if cluster.is_running(id)? {
@@ -272,15 +296,25 @@ fn run() -> Result<()> {
 
 fn run_ha_agent(
     cluster: &mut Cluster,
+    services: &mut Services,
     options: &Options,
     trials: &mut Vec<Trial>,
     idle: &mut Vec<Idle>,
 ) -> Result<()> {
     let all = cluster.ids();
-    say("ha-agent: starting three agents at their default settings");
+    say(
+        "ha-agent: starting every node's service and three agents at their default settings \
+         (one http check on the service, at the check defaults)",
+    );
+    for &id in &all {
+        services.start(id)?;
+    }
     for &id in &all {
         cluster.start(id)?;
     }
+    cluster.wait_for_single_leader(&all, ELECTION_DEADLINE)?;
+    // Checks start down: the first leader may hand off once a peer turns healthy first.
+    wait_for_all_health(cluster, &all, true)?;
     let leader = cluster.wait_for_single_leader(&all, ELECTION_DEADLINE)?;
     cluster.wait_for_resources_on(leader.id, Some(leader.term), RESOURCE_DEADLINE)?;
     thread::sleep(SETTLE);
@@ -300,18 +334,37 @@ fn run_ha_agent(
         nodes,
     });
 
+    // When each node last handed off for health: a leader hands off for health at most once
+    // per `cluster.min-hand-off-interval` (30 s by default), a rate limit rather than a
+    // detection time, so a health trial waits until its holder is past it.
+    let mut health_hand_offs: BTreeMap<u64, Instant> = BTreeMap::new();
     for &scenario in &options.scenarios {
         for trial in 0..options.trials {
             let leader = cluster.wait_for_single_leader(&all, ELECTION_DEADLINE)?;
             cluster.wait_for_resources_on(leader.id, Some(leader.term), RESOURCE_DEADLINE)?;
             thread::sleep(SETTLE);
             let from = leader.id;
+            if scenario == Scenario::Health {
+                if let Some(at) = health_hand_offs.get(&from) {
+                    let wait = MIN_HAND_OFF_INTERVAL.saturating_sub(at.elapsed());
+                    if !wait.is_zero() {
+                        say(&format!(
+                            "ha-agent: node {from} handed off for health {} ms ago; waiting {} ms \
+                             (min-hand-off-interval)",
+                            at.elapsed().as_millis(),
+                            wait.as_millis()
+                        ));
+                        thread::sleep(wait);
+                    }
+                }
+            }
             let fault_wall = wall_clock();
             let fault = Instant::now();
             match scenario {
                 Scenario::Kill => cluster.kill(from)?,
                 Scenario::Stop => cluster.pause(from)?,
                 Scenario::Partition => cluster.isolate(from)?,
+                Scenario::Health => services.stop(from)?,
             }
             let to = cluster.wait_for_elastic_ip_to_leave(from, FAILOVER_DEADLINE, EIP_POLL)?;
             let failover = fault.elapsed().as_secs_f64();
@@ -319,7 +372,14 @@ fn run_ha_agent(
                 Scenario::Kill => cluster.start(from)?,
                 Scenario::Stop => cluster.resume(from)?,
                 Scenario::Partition => cluster.heal(from)?,
+                Scenario::Health => {
+                    health_hand_offs.insert(from, Instant::now());
+                    services.start(from)?;
+                }
             }
+            // Every check up again (a restarted agent's start down), so that the next trial
+            // has a healthy node to move to.
+            wait_for_all_health(cluster, &all, true)?;
             let leader = cluster.wait_for_single_leader(&all, ELECTION_DEADLINE)?;
             cluster.wait_for_resources_on(leader.id, Some(leader.term), RESOURCE_DEADLINE)?;
             thread::sleep(SETTLE);
@@ -394,6 +454,12 @@ fn run_keepalived(
     });
 
     for &scenario in &options.scenarios {
+        if scenario == Scenario::Health {
+            say(&format!(
+                "{label}: no health scenario (the issue compares keepalived on the first three)"
+            ));
+            continue;
+        }
         for trial in 0..options.trials {
             let restored =
                 !wait_for_master_with_eip(cluster, &keepalived, master, settle_deadline)?;
@@ -408,6 +474,7 @@ fn run_keepalived(
                 Scenario::Kill => keepalived.crash(master)?,
                 Scenario::Stop => keepalived.pause(master)?,
                 Scenario::Partition => cluster.isolate(master)?,
+                Scenario::Health => bail!("keepalived has no health scenario"),
             }
             let to = cluster.wait_for_elastic_ip_to_leave(master, FAILOVER_DEADLINE, EIP_POLL)?;
             let failover = fault.elapsed().as_secs_f64();
@@ -419,6 +486,7 @@ fn run_keepalived(
                 }
                 Scenario::Stop => keepalived.resume(master)?,
                 Scenario::Partition => cluster.heal(master)?,
+                Scenario::Health => bail!("keepalived has no health scenario"),
             }
             let back = wait_for_master_with_eip(cluster, &keepalived, master, settle_deadline)?;
             thread::sleep(SETTLE);
@@ -691,6 +759,7 @@ fn markdown(report: &Report) -> String {
             Scenario::Kill => "SIGKILL",
             Scenario::Stop => "SIGSTOP",
             Scenario::Partition => "partition",
+            Scenario::Health => "health check fails",
         };
         let _ = writeln!(
             text,
