@@ -27,7 +27,8 @@
 //!   fault + 1 s (its quorum lease, 805 ms at the defaults, has ended) and before the heal;
 //! - the Elastic IP moves (successful AssociateAddress by a different node than the last) no
 //!   more often than leadership changes (distinct terms in the leader parameter's claims and
-//!   in the leaders observed).
+//!   in the leaders observed);
+//! - the leader parameter's writes, in arrival order, never go back to an older term.
 //!
 //! The agents run at their defaults but for `aws.reconcile-interval = 1s` (resources converge
 //! faster after emulator faults) and `cluster.min-hand-off-interval = 5s` (an unhealthy leader
@@ -402,8 +403,8 @@ fn settle(cluster: &mut Cluster, all: &[u64]) -> Result<Leader> {
 }
 
 /// The checks over the claim log: no two nodes with claims in flight at once; no claim from a
-/// node after its lease could have ended; the Elastic IP moves no more often than leadership
-/// changes.
+/// node after its lease could have ended; leader-parameter terms never go back; the Elastic IP
+/// moves no more often than leadership changes.
 fn check_claims(
     claims: &[(u64, Claim)],
     windows: &[Window],
@@ -445,6 +446,32 @@ fn check_claims(
             }
         }
     }
+    // The leader parameter's writes name the writer's term: in the order they arrived, terms
+    // never go back (a deposed leader that wrote after its successor would show here, also
+    // after a SIGCONT, which the windows above do not cover).
+    let mut highest: Option<(u64, u64, f64)> = None;
+    for (node, claim) in claims {
+        if claim.action != "PutParameter" || claim.injected.is_some() {
+            continue;
+        }
+        let Some(term) = parameter_term(claim) else {
+            continue;
+        };
+        if let Some((high, by, at)) = highest {
+            if term < high {
+                violations.push(format!(
+                    "node {node} wrote the leader parameter for term {term} at {:.3} s, after \
+                     node {by} wrote it for term {high} at {:.3} s",
+                    t(claim.arrived),
+                    t(at)
+                ));
+                continue;
+            }
+        }
+        if highest.is_none_or(|(high, _, _)| term > high) {
+            highest = Some((term, *node, claim.arrived));
+        }
+    }
     let (moves, leadership_changes) = moves_and_changes(claims, leaders_seen);
     if moves > leadership_changes {
         violations.push(format!(
@@ -475,18 +502,22 @@ fn moves_and_changes(
     let mut terms: BTreeSet<u64> = leaders_seen.iter().map(|(_, term)| *term).collect();
     for (_, claim) in claims {
         if claim.action == "PutParameter" {
-            if let Some(term) = claim
-                .target
-                .value
-                .as_deref()
-                .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
-                .and_then(|v| v["term"].as_u64())
-            {
+            if let Some(term) = parameter_term(claim) {
                 terms.insert(term);
             }
         }
     }
     (moves, terms.len().saturating_sub(1))
+}
+
+/// The term named in a PutParameter claim's leader document.
+fn parameter_term(claim: &Claim) -> Option<u64> {
+    claim
+        .target
+        .value
+        .as_deref()
+        .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+        .and_then(|v| v["term"].as_u64())
 }
 
 fn apply(cluster: &mut Cluster, fault: &Fault) -> Result<()> {
@@ -622,6 +653,24 @@ mod tests {
             end: 105.0,
         }];
         assert!(check_claims(&late, &unhealthy, &seen, 0.0).is_empty());
+    }
+
+    #[test]
+    fn a_leader_parameter_write_for_an_older_term_is_a_violation() {
+        let seen = BTreeSet::from([(1, 3), (2, 4)]);
+        let backwards = vec![
+            (2, claim("PutParameter", 1.0, 1.1, Some(r#"{"term":4}"#))),
+            (1, claim("PutParameter", 2.0, 2.1, Some(r#"{"term":3}"#))),
+        ];
+        let found = check_claims(&backwards, &[], &seen, 0.0);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("for term 3"), "{found:?}");
+        let forwards = vec![
+            (1, claim("PutParameter", 1.0, 1.1, Some(r#"{"term":3}"#))),
+            (1, claim("PutParameter", 1.5, 1.6, Some(r#"{"term":3}"#))),
+            (2, claim("PutParameter", 2.0, 2.1, Some(r#"{"term":4}"#))),
+        ];
+        assert!(check_claims(&forwards, &[], &seen, 0.0).is_empty());
     }
 
     #[test]
