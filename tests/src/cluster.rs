@@ -755,20 +755,29 @@ impl Cluster {
         ensure!(!among.is_empty(), "wait for a leader among no nodes");
         let what = format!("a single leader among nodes {among:?}");
         let leader = self.poll(&what, timeout, interval, |cluster| {
-            let statuses = match cluster.statuses(among)? {
-                Ok(statuses) => statuses,
-                Err(reason) => return Ok(Err(reason)),
-            };
-            match judge(&statuses) {
-                Verdict::Agreed(leader) => Ok(Ok(leader)),
-                Verdict::Pending(reason) => Ok(Err(reason)),
-                Verdict::Violation(reason) => {
-                    bail!(cluster.diagnose(&format!("election safety violated: {reason}")))
-                }
-            }
+            Ok(cluster.agreed_leader(among)?.map(|(leader, _)| leader))
         })?;
         self.note(format!("nodes {among:?} agree: leader {leader}"));
         Ok(leader)
+    }
+
+    /// One observation of the nodes `among`: the leader they agree on and their statuses, or
+    /// `Ok(Err(reason))` while they do not agree. Fails at once if two claim the same term.
+    fn agreed_leader(
+        &mut self,
+        among: &[u64],
+    ) -> Result<std::result::Result<(Leader, Vec<Status>), String>> {
+        let statuses = match self.statuses(among)? {
+            Ok(statuses) => statuses,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        match judge(&statuses) {
+            Verdict::Agreed(leader) => Ok(Ok((leader, statuses))),
+            Verdict::Pending(reason) => Ok(Err(reason)),
+            Verdict::Violation(reason) => {
+                bail!(self.diagnose(&format!("election safety violated: {reason}")))
+            }
+        }
     }
 
     /// Polls until node `id` no longer reports role leader; returns that status.
@@ -874,15 +883,25 @@ impl Cluster {
             None => format!("every resource to point at node {id}"),
         };
         let holders = self.poll(&what, timeout, RESOURCE_POLL_INTERVAL, |cluster| {
-            cluster.ensure_helpers_alive()?;
-            Ok(match cluster.aws()?.holders() {
-                Ok(holders) if holders.all_on(id, term) => Ok(holders),
-                Ok(holders) => Err(holders.to_string()),
-                Err(error) => Err(format!("{error:#}")),
-            })
+            cluster.resources_on(id, term)
         })?;
         self.note(format!("emulator: {holders}"));
         Ok(holders)
+    }
+
+    /// One observation of the emulator: where every resource points, if at node `id` (and
+    /// the leader parameter names `term`, if given), else `Ok(Err(what it saw))`.
+    fn resources_on(
+        &mut self,
+        id: u64,
+        term: Option<u64>,
+    ) -> Result<std::result::Result<Holders, String>> {
+        self.ensure_helpers_alive()?;
+        Ok(match self.aws()?.holders() {
+            Ok(holders) if holders.all_on(id, term) => Ok(holders),
+            Ok(holders) => Err(holders.to_string()),
+            Err(error) => Err(format!("{error:#}")),
+        })
     }
 
     /// Polls until the nodes `among` agree on a single leader that reports itself healthy
@@ -898,17 +917,9 @@ impl Cluster {
         let what =
             format!("a single healthy leader among nodes {among:?} with every resource on it");
         let leader = self.poll(&what, timeout, RESOURCE_POLL_INTERVAL, |cluster| {
-            cluster.ensure_helpers_alive()?;
-            let statuses = match cluster.statuses(among)? {
-                Ok(statuses) => statuses,
+            let (leader, statuses) = match cluster.agreed_leader(among)? {
+                Ok(agreed) => agreed,
                 Err(reason) => return Ok(Err(reason)),
-            };
-            let leader = match judge(&statuses) {
-                Verdict::Agreed(leader) => leader,
-                Verdict::Pending(reason) => return Ok(Err(reason)),
-                Verdict::Violation(reason) => {
-                    bail!(cluster.diagnose(&format!("election safety violated: {reason}")))
-                }
             };
             let healthy = statuses
                 .iter()
@@ -920,11 +931,10 @@ impl Cluster {
                     "leader {leader} reports healthy = {healthy:?}"
                 )));
             }
-            Ok(match cluster.aws()?.holders() {
-                Ok(holders) if holders.all_on(leader.id, Some(leader.term)) => Ok(leader),
-                Ok(holders) => Err(format!("leader {leader}; {holders}")),
-                Err(error) => Err(format!("{error:#}")),
-            })
+            Ok(cluster
+                .resources_on(leader.id, Some(leader.term))?
+                .map(|_| leader)
+                .map_err(|seen| format!("leader {leader}; {seen}")))
         })?;
         self.note(format!("healthy leader {leader}, every resource on it"));
         Ok(leader)

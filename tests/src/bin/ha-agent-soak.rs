@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ha_agent_e2e::health_scenarios::{add_web_check, wait_for_all_health, WebCheck};
-use ha_agent_e2e::{wall_clock, Claim, Cluster, ClusterSpec, Direction, Faults, Leader};
+use ha_agent_e2e::{wall_clock, Claim, Cluster, ClusterSpec, Direction, Faults};
 
 const ELECTION_DEADLINE: Duration = Duration::from_secs(20);
 /// After the group heals, the leader must be healthy and every resource on it within this.
@@ -339,7 +339,8 @@ fn run() -> Result<bool> {
                 println!("{line}");
                 eprintln!("{text}");
                 violations.push(line);
-                leader = settle(&mut cluster, &all)?;
+                // Any single leader, so that the soak can go on.
+                leader = cluster.wait_for_single_leader(&all, ELECTION_DEADLINE)?;
             }
         }
         thread::sleep(rng.millis(200, 1500));
@@ -395,11 +396,6 @@ fn run() -> Result<bool> {
         cluster.dir().display()
     );
     Ok(false)
-}
-
-/// After a violation: waits for any single leader, so that the soak can go on.
-fn settle(cluster: &mut Cluster, all: &[u64]) -> Result<Leader> {
-    cluster.wait_for_single_leader(all, ELECTION_DEADLINE)
 }
 
 /// The checks over the claim log: no two nodes with claims in flight at once; no claim from a
