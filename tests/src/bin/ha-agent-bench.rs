@@ -315,8 +315,7 @@ fn run_ha_agent(
     cluster.wait_for_single_leader(&all, ELECTION_DEADLINE)?;
     // Checks start down: the first leader may hand off once a peer turns healthy first.
     wait_for_all_health(cluster, &all, true)?;
-    let leader = cluster.wait_for_single_leader(&all, ELECTION_DEADLINE)?;
-    cluster.wait_for_resources_on(leader.id, Some(leader.term), RESOURCE_DEADLINE)?;
+    cluster.wait_for_healthy_leader_with_resources(&all, RESOURCE_DEADLINE)?;
     thread::sleep(SETTLE);
     say(&format!(
         "ha-agent: idle cost over {} s",
@@ -340,8 +339,7 @@ fn run_ha_agent(
     let mut health_hand_offs: BTreeMap<u64, Instant> = BTreeMap::new();
     for &scenario in &options.scenarios {
         for trial in 0..options.trials {
-            let leader = cluster.wait_for_single_leader(&all, ELECTION_DEADLINE)?;
-            cluster.wait_for_resources_on(leader.id, Some(leader.term), RESOURCE_DEADLINE)?;
+            let leader = cluster.wait_for_healthy_leader_with_resources(&all, RESOURCE_DEADLINE)?;
             thread::sleep(SETTLE);
             let from = leader.id;
             if scenario == Scenario::Health {
@@ -380,8 +378,7 @@ fn run_ha_agent(
             // Every check up again (a restarted agent's start down), so that the next trial
             // has a healthy node to move to.
             wait_for_all_health(cluster, &all, true)?;
-            let leader = cluster.wait_for_single_leader(&all, ELECTION_DEADLINE)?;
-            cluster.wait_for_resources_on(leader.id, Some(leader.term), RESOURCE_DEADLINE)?;
+            cluster.wait_for_healthy_leader_with_resources(&all, RESOURCE_DEADLINE)?;
             thread::sleep(SETTLE);
             let spans = claim_spans(cluster, fault_wall, wall_clock())?;
             let claim_answered = first_claim_by_other(cluster, fault_wall, from)?;
