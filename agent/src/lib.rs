@@ -17,3 +17,6 @@ pub mod status;
 pub mod store;
 pub mod systemd;
 pub mod transport;
+
+#[cfg(test)]
+mod test_support;

@@ -217,10 +217,8 @@ mod tests {
                 .passed
         );
         drop(listener);
-        let closed = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().to_string()
-        };
+        let (_refusing, closed) = crate::test_support::refusing_port();
+        let closed = closed.to_string();
         assert!(
             !probe(0, &check(CheckKind::Tcp { address: closed }, 1000), &client)
                 .await

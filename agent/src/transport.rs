@@ -681,10 +681,7 @@ mod tests {
     async fn senders_deliver_and_report_unreachable_peers() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let dead = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
+        let (_refusing, dead) = crate::test_support::refusing_port();
         let receiver = identity(1, &[(2, "127.0.0.1:9".parse().unwrap())]);
         let (rx_tx, mut received) = mpsc::channel(16);
         let server = tokio::spawn(run_listener(listener, receiver, rx_tx));

@@ -254,11 +254,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_endpoint_says_what_to_configure() {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let err = Imds::new(&format!("http://127.0.0.1:{port}"))
+        let (_refusing, addr) = crate::test_support::refusing_port();
+        let err = Imds::new(&format!("http://{addr}"))
             .fetch()
             .await
             .unwrap_err();
