@@ -164,7 +164,10 @@ mod tests {
                 Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
-                Err(e) => panic!("the lock was not released within 2 s of the drop: {e}"),
+                Err(e @ StoreError::Locked { .. }) => {
+                    panic!("the lock was not released within 2 s of the drop: {e}")
+                }
+                Err(e) => panic!("reopening {} after the drop failed: {e}", dir.display()),
             }
         }
     }
